@@ -1,0 +1,201 @@
+"""YAML configs: ``_base_`` inheritance, ``--set a.b=c`` overrides, and a dump of what actually ran.
+
+A config is a plain nested ``dict``: nothing magic to learn, and it pickles into DataLoader workers.
+Rules: ``_base_`` (a path or a list, relative to the file) is loaded first and deep-merged in order;
+dicts merge key by key, lists and scalars are replaced. Overrides are YAML-typed
+(``--set train.lr=0.01`` gives a float) and must name an existing key unless written ``+a.b=1``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Union
+
+import yaml
+
+from .registry import close_matches, import_modules
+
+PathLike = Union[str, os.PathLike]
+
+#: configs shipped with blazekit (``configs/`` of the source tree) may be named without a path
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file/key."""
+
+
+def _resolve_path(path: PathLike, relative_to: Optional[Path] = None) -> Path:
+    p = Path(path).expanduser()
+    candidates = [p] if p.is_absolute() else []
+    if not p.is_absolute():
+        if relative_to is not None:
+            candidates.append(relative_to / p)
+        candidates.append(Path.cwd() / p)
+        candidates.append(CONFIG_DIR / p)
+        if p.suffix == "":
+            candidates.append(CONFIG_DIR / (str(p) + ".yml"))
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    shipped = sorted(str(q.relative_to(CONFIG_DIR)) for q in CONFIG_DIR.rglob("*.yml")) if CONFIG_DIR.is_dir() else []
+    hint = close_matches(str(path), shipped)
+    msg = f"config file {str(path)!r} not found (looked in: {', '.join(str(c) for c in candidates)})."
+    if hint:
+        msg += f" Did you mean {', '.join(hint)}?"
+    raise ConfigError(msg)
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
+    """Deep-merge ``update`` into a copy of ``base``: dicts merge, everything else is replaced.
+
+    A dict value with ``_replace_: true`` replaces the base dict instead of merging into it
+    (e.g. swapping a dataset type whose arguments differ).
+    """
+    out = copy.deepcopy(dict(base))
+    for k, v in update.items():
+        if isinstance(v, Mapping) and v.get("_replace_"):
+            out[k] = {kk: copy.deepcopy(vv) for kk, vv in v.items() if kk != "_replace_"}
+        elif isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load(path: PathLike, overrides: Iterable[str] = (), imports: Iterable[str] = ()) -> Dict[str, Any]:
+    """Load a YAML config with its bases, apply ``overrides`` and import user modules.
+
+    ``imports`` (from ``--import``) and the config's ``imports:`` list are imported before returning,
+    so every ``type:`` they register can be built. The result records its source in ``_source_``.
+    """
+    cfg = _load_with_bases(_resolve_path(path), stack=())
+    cfg = apply_overrides(cfg, overrides)
+    extra = [m for m in imports if m not in cfg.get("imports", [])]
+    if extra:
+        cfg["imports"] = list(cfg.get("imports", [])) + extra
+    import_modules(cfg.get("imports", []))
+    cfg["_source_"] = str(_resolve_path(path))
+    return cfg
+
+
+def _load_with_bases(path: Path, stack: tuple) -> Dict[str, Any]:
+    if path in stack:
+        chain = " -> ".join(str(p) for p in stack + (path,))
+        raise ConfigError(f"circular _base_ inheritance: {chain}")
+    data = _read_yaml(path)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, (str, os.PathLike)):
+        bases = [bases]
+    cfg: Dict[str, Any] = {}
+    for b in bases:
+        cfg = merge(cfg, _load_with_bases(_resolve_path(b, path.parent), stack + (path,)))
+    # imports accumulate across bases rather than being replaced
+    imports = list(cfg.get("imports", [])) + [m for m in data.get("imports", []) or [] if m not in cfg.get("imports", [])]
+    cfg = merge(cfg, data)
+    if imports:
+        cfg["imports"] = imports
+    return cfg
+
+
+def get(cfg: Mapping[str, Any], dotted: str, default: Any = ...) -> Any:
+    """``get(cfg, "model.backbone.type")``; raises with close matches if missing and no default."""
+    node: Any = cfg
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
+        if not isinstance(node, Mapping) or part not in node:
+            if default is not ...:
+                return default
+            here = ".".join(parts[:i]) or "<root>"
+            keys = list(node) if isinstance(node, Mapping) else []
+            hint = close_matches(part, keys)
+            msg = f"config key {dotted!r} does not exist: {here!r} has no {part!r}."
+            if hint:
+                msg += f" Did you mean {', '.join('.'.join(parts[:i] + [h]) for h in hint)}?"
+            if keys:
+                msg += f" Keys there: {', '.join(map(str, keys))}."
+            raise ConfigError(msg)
+        node = node[part]
+    return node
+
+
+def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, Any]:
+    """Apply ``["a.b=1", "+new.key=x"]``; values parsed as YAML, unknown keys are an error."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value (or +key.path=value to add a key)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        add = key.startswith("+")
+        key = key.lstrip("+")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from exc
+        parts = key.split(".")
+        node: Any = cfg
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list) and part.isdigit():
+                node = node[int(part)]
+                continue
+            if part not in node:
+                if not add:
+                    get(cfg, ".".join(parts[: i + 1]))  # raises with close matches
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, (MutableMapping, list)):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} is a value, not a section")
+        last = parts[-1]
+        if isinstance(node, list) and last.isdigit():
+            node[int(last)] = value
+            continue
+        if last not in node and not add:
+            get(cfg, key)  # raises with close matches
+        node[last] = value
+    return cfg
+
+
+def dump(cfg: Mapping[str, Any], path: Optional[PathLike] = None) -> str:
+    """The fully resolved config as YAML text; also written to ``path`` when given."""
+    text = yaml.safe_dump(_plain(cfg), sort_keys=False, default_flow_style=None, width=100)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text, encoding="utf-8")
+    return text
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples and paths to YAML-safe types so a dump can be loaded back."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def add_common_args(parser: Any) -> None:
+    """``--set`` and ``--import`` as every tool takes them."""
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                        help="override config keys, e.g. --set train.epochs=10 data.batch_size=16 (+key=v adds a key)")
+    parser.add_argument("--import", dest="imports", metavar="MODULE", action="append", default=[],
+                        help="import a module that registers custom datasets/blocks (repeatable)")

@@ -1,0 +1,211 @@
+"""Name -> class registries and the one builder that turns config dicts into objects.
+
+Small on purpose (fvcore-style): a registry is a dict with a decorator. Every part of a detector is
+a typed dict (``{"type": "BlazeFaceFront", ...}``); :func:`build` looks the type up, merges
+defaults and calls it. Errors say what the user typed, where in the config, what exists and the
+closest matches, because "X is not in the registry" alone is the most asked question of mmdet users.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+class RegistryError(KeyError):
+    """Unknown registry name or unusable config entry; the message is the whole explanation."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message and add quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class BuildError(TypeError):
+    """A registered object could not be built from its config (bad or missing arguments)."""
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> List[str]:
+    """Closest names by difflib ratio, case-insensitive, best first."""
+    cands = list(candidates)
+    lower = {c.lower(): c for c in cands}
+    hits = difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=0.5)
+    return [lower[h] for h in hits]
+
+
+def import_modules(modules: Iterable[str]) -> None:
+    """Import user modules so their ``@REGISTRY.register()`` decorators run.
+
+    Called by :func:`blazekit.config.load` for ``imports:`` and by every tool for ``--import``,
+    so DataLoader workers (which re-import through the config) see the same registrations.
+    """
+    for name in modules or []:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ImportError(
+                f"could not import user module {name!r} (from 'imports:' or --import): {exc}. "
+                "Is it on PYTHONPATH / installed?"
+            ) from exc
+
+
+def _locate(path: str) -> Any:
+    """Resolve ``"pkg.module:Attr"`` (or ``pkg.module.Attr``) to the object."""
+    if ":" in path:
+        mod_name, attr = path.split(":", 1)
+    else:
+        mod_name, _, attr = path.rpartition(".")
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise RegistryError(f"type {path!r}: cannot import module {mod_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise RegistryError(f"type {path!r}: module {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+class Registry:
+    """A named mapping from type names to classes or factory functions."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._items: Dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: Optional[str] = None, *, force: bool = False) -> Callable[[T], T]:
+        """Decorator: ``@BACKBONES.register()`` or ``@BACKBONES.register("MyName")``."""
+
+        def deco(obj: T) -> T:
+            key = name or obj.__name__  # type: ignore[attr-defined]
+            if key in self._items and self._items[key] is not obj and not force:
+                old = self._items[key]
+                # Re-importing the same module (e.g. in a worker or via a second path) is harmless.
+                same = getattr(old, "__qualname__", None) == getattr(obj, "__qualname__", None) and getattr(
+                    old, "__module__", None
+                ) == getattr(obj, "__module__", None)
+                if not same:
+                    raise RegistryError(
+                        f"{self.name}: {key!r} is already registered by "
+                        f"{old.__module__}.{old.__qualname__}; pass force=True to replace it"
+                    )
+            self._items[key] = obj  # type: ignore[assignment]
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: Callable[..., Any], force: bool = False) -> None:
+        """Register without a decorator (e.g. third-party classes such as torch optimizers)."""
+        self.register(name, force=force)(obj)
+
+    def names(self) -> List[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.name!r}, {self.names()})"
+
+    def get(self, name: str, where: str = "") -> Callable[..., Any]:
+        """The registered object, or a ``"pkg.module:Class"`` path resolved by import."""
+        if name in self._items:
+            return self._items[name]
+        if ":" in name:
+            return _locate(name)
+        at = f" at {where}" if where else ""
+        hint = close_matches(name, self._items)
+        msg = f"unknown {self.name} type {name!r}{at}."
+        if hint:
+            msg += f" Did you mean {', '.join(repr(h) for h in hint)}?"
+        msg += f" Registered {self.name}: {', '.join(self.names()) or '(none)'}."
+        msg += (
+            " For your own class, decorate it with "
+            f"@{self.name.upper()}.register() and add its module to 'imports:' (or --import), "
+            "or write type: 'your.module:YourClass'."
+        )
+        raise RegistryError(msg)
+
+    def build(self, cfg: Mapping[str, Any], where: str = "", **defaults: Any) -> Any:
+        """Build ``cfg["type"]`` with the other keys as arguments; ``defaults`` fill gaps.
+
+        ``where`` is the config path (``model.backbone``) quoted in errors.
+        """
+        return build(self, cfg, where=where, **defaults)
+
+
+def _accepted_args(fn: Callable[..., Any]) -> Optional[List[str]]:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return [n for n, p in sig.parameters.items() if n != "self" and p.kind is not p.VAR_POSITIONAL]
+
+
+def build(registry: Registry, cfg: Mapping[str, Any], where: str = "", **defaults: Any) -> Any:
+    """Instantiate ``registry[cfg['type']](**cfg_without_type, **defaults_not_in_cfg)``."""
+    label = where or registry.name
+    if cfg is None or not isinstance(cfg, Mapping):
+        raise BuildError(f"{label}: expected a mapping with a 'type' key, got {cfg!r}")
+    if "type" not in cfg:
+        raise BuildError(
+            f"{label}: missing 'type'. Registered {registry.name}: {', '.join(registry.names())}"
+        )
+    kwargs = {k: v for k, v in cfg.items() if k != "type"}
+    for k, v in defaults.items():
+        kwargs.setdefault(k, v)
+    type_name = cfg["type"]
+    obj = registry.get(type_name, where=label) if isinstance(type_name, str) else type_name
+    accepted = _accepted_args(obj)
+    if accepted is not None:
+        unknown = [k for k in kwargs if k not in accepted]
+        # Defaults are only offered; drop the ones the class does not take.
+        unknown_user = [k for k in unknown if k in cfg]
+        for k in unknown:
+            if k not in cfg:
+                kwargs.pop(k)
+        if unknown_user:
+            parts = []
+            for k in unknown_user:
+                m = close_matches(k, accepted)
+                parts.append(f"{k!r}" + (f" (did you mean {m[0]!r}?)" if m else ""))
+            raise BuildError(
+                f"{label}: {type_name} does not accept {', '.join(parts)}. "
+                f"Accepted arguments: {', '.join(accepted)}"
+            )
+    try:
+        return obj(**kwargs)
+    except TypeError as exc:
+        raise BuildError(
+            f"{label}: building {type_name} failed: {exc}. "
+            f"Accepted arguments: {', '.join(accepted) if accepted else '(see its signature)'}"
+        ) from exc
+
+
+BACKBONES = Registry("backbones")
+NECKS = Registry("necks")
+HEADS = Registry("heads")
+ANCHOR_GENERATORS = Registry("anchor_generators")
+BOX_CODERS = Registry("box_coders")
+MATCHERS = Registry("matchers")
+LOSSES = Registry("losses")
+POSTPROCESSORS = Registry("postprocessors")
+DETECTORS = Registry("detectors")
+DATASETS = Registry("datasets")
+TRANSFORMS = Registry("transforms")
+OPTIMIZERS = Registry("optimizers")
+LR_SCHEDULERS = Registry("lr_schedulers")
+
+ALL_REGISTRIES = {
+    r.name: r
+    for r in (
+        BACKBONES, NECKS, HEADS, ANCHOR_GENERATORS, BOX_CODERS, MATCHERS, LOSSES,
+        POSTPROCESSORS, DETECTORS, DATASETS, TRANSFORMS, OPTIMIZERS, LR_SCHEDULERS,
+    )
+}
