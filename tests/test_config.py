@@ -1,0 +1,107 @@
+"""Config: _base_ inheritance, typed overrides with close-match errors, dumps that load back."""
+import textwrap
+
+import pytest
+import yaml
+
+from blazekit import config as C
+
+
+def write(p, text):
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+@pytest.fixture
+def cfgs(tmp_path):
+    (tmp_path / "_base_").mkdir()
+    write(tmp_path / "_base_" / "model.yml", """
+        imports: [base_mod]
+        model:
+          type: BlazeFace
+          input_size: [128, 128]
+          backbone: {type: BlazeFaceFrontBackbone, kernel_size: 3}
+          loss: {type: MultiBoxLoss, neg_pos_ratio: 3, box_weight: 1.0}
+    """)
+    write(tmp_path / "_base_" / "sched.yml", """
+        train: {epochs: 10, lr: 0.01, milestones: [5, 8]}
+    """)
+    write(tmp_path / "child.yml", """
+        _base_: [_base_/model.yml, _base_/sched.yml]
+        imports: [child_mod]
+        model:
+          backbone: {kernel_size: 5}
+        train: {milestones: [3]}
+    """)
+    return tmp_path
+
+
+def test_base_merge_dicts_lists_replaced(cfgs):
+    cfg = C._load_with_bases(cfgs / "child.yml", ())
+    assert cfg["model"]["backbone"] == {"type": "BlazeFaceFrontBackbone", "kernel_size": 5}
+    assert cfg["model"]["loss"]["neg_pos_ratio"] == 3
+    assert cfg["train"] == {"epochs": 10, "lr": 0.01, "milestones": [3]}  # list replaced, not merged
+    assert cfg["imports"] == ["base_mod", "child_mod"]  # imports accumulate
+
+
+def test_overrides_typed_as_yaml(cfgs):
+    cfg = C._load_with_bases(cfgs / "child.yml", ())
+    out = C.apply_overrides(cfg, ["train.lr=1e-3", "train.epochs=3", "model.input_size=[160,128]",
+                                  "model.backbone.type=Other", "+train.new_key=true", "train.milestones.0=2"])
+    assert out["train"]["lr"] == 1e-3 and isinstance(out["train"]["lr"], float)
+    assert out["train"]["epochs"] == 3 and out["model"]["input_size"] == [160, 128]
+    assert out["train"]["new_key"] is True and out["train"]["milestones"] == [2]
+    assert cfg["train"]["epochs"] == 10  # input untouched
+
+
+def test_unknown_override_key_suggests(cfgs):
+    cfg = C._load_with_bases(cfgs / "child.yml", ())
+    with pytest.raises(C.ConfigError) as e:
+        C.apply_overrides(cfg, ["train.epoch=3"])
+    msg = str(e.value)
+    assert "'train.epoch'" in msg and "Did you mean train.epochs" in msg
+    with pytest.raises(C.ConfigError, match="Did you mean model.backbone"):
+        C.apply_overrides(cfg, ["model.backbon.kernel_size=5"])
+    with pytest.raises(C.ConfigError, match="key.path=value"):
+        C.apply_overrides(cfg, ["train.epochs"])
+
+
+def test_load_imports_and_dump_roundtrip(cfgs, tmp_path, monkeypatch):
+    (tmp_path / "base_mod.py").write_text("LOADED = True\n")
+    (tmp_path / "child_mod.py").write_text("LOADED = True\n")
+    (tmp_path / "cli_mod.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = C.load(cfgs / "child.yml", overrides=["train.epochs=2"], imports=["cli_mod"])
+    import sys
+    assert {"base_mod", "child_mod", "cli_mod"} <= set(sys.modules)
+    text = C.dump(cfg, tmp_path / "out" / "config.yml")
+    again = yaml.safe_load((tmp_path / "out" / "config.yml").read_text())
+    assert again == yaml.safe_load(text) and again["train"]["epochs"] == 2
+    assert again["_source_"].endswith("child.yml")
+    for m in ("base_mod", "child_mod", "cli_mod"):
+        sys.modules.pop(m, None)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(C.ConfigError, match="not found"):
+        C.load(tmp_path / "nope.yml")
+    write(tmp_path / "bad.yml", "model: [unclosed\n")
+    with pytest.raises(C.ConfigError, match="bad.yml: not valid YAML"):
+        C.load(tmp_path / "bad.yml")
+    write(tmp_path / "a.yml", "_base_: b.yml\nx: 1\n")
+    write(tmp_path / "b.yml", "_base_: a.yml\ny: 1\n")
+    with pytest.raises(C.ConfigError, match="circular"):
+        C.load(tmp_path / "a.yml")
+    write(tmp_path / "list.yml", "- 1\n- 2\n")
+    with pytest.raises(C.ConfigError, match="top level must be a mapping"):
+        C.load(tmp_path / "list.yml")
+
+
+def test_get_and_replace(cfgs):
+    cfg = C._load_with_bases(cfgs / "child.yml", ())
+    assert C.get(cfg, "model.backbone.kernel_size") == 5
+    assert C.get(cfg, "model.nothing", None) is None
+    with pytest.raises(C.ConfigError, match="Did you mean model.backbone"):
+        C.get(cfg, "model.backbone_")
+    merged = C.merge(cfg, {"model": {"backbone": {"_replace_": True, "type": "X"}}})
+    assert merged["model"]["backbone"] == {"type": "X"}
