@@ -1,0 +1,378 @@
+"""Import pretrained BlazeFace weights: MediaPipe ``.tflite`` and hollance ``.pth``.
+
+Both sources have BatchNorm folded into conv biases. blazekit's convs are ``bias=False`` + BN, so
+each BN is set to an identity plus the source bias: ``running_mean 0, running_var 1,
+weight sqrt(1 + eps), bias = source bias``; in eval mode BN then computes ``x + bias`` exactly, and the
+model stays trainable (fine-tuning updates the BN statistics and affine parameters as usual).
+
+Tensors are mapped *structurally*: the source convs in graph / state-dict order against the
+target's conv units in forward order, checking kernel shapes, channels and strides pair by pair.
+Anything that does not map 1:1 raises :class:`ConversionError` naming both sides.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .registry import ANCHOR_GENERATORS, BACKBONES, HEADS
+
+PathLike = Union[str, os.PathLike]
+
+#: shipped model configs, picked by :func:`default_model_cfg`
+_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "_base_" / "models"
+
+
+class ConversionError(ValueError):
+    """Source weights that do not fit the target architecture; the message names the tensors."""
+
+
+@dataclass
+class SourceConv:
+    """One conv of the source model, already in PyTorch layout (OIHW; depthwise O1HW)."""
+
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray
+    stride: Optional[int] = None  # None: unknown (hollance state dicts do not store strides)
+    depthwise: bool = False
+    padding: Optional[str] = None  # "SAME" / "VALID" for tflite
+
+
+@dataclass
+class SourceModel:
+    """Backbone convs in forward order and head convs per level: ``head[level] = {"cls": .., "reg": ..}``."""
+
+    backbone: List[SourceConv]
+    head: List[Dict[str, SourceConv]]
+    input_hw: Optional[Tuple[int, int]] = None
+
+
+def file_md5(path: PathLike) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- TFLite
+def _op_name(model: Any, op: Any) -> str:
+    import tflite
+
+    code = model.OperatorCodes(op.OpcodeIndex())
+    builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+    names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
+    return names.get(builtin, f"BUILTIN_{builtin}")
+
+
+def read_tflite(path: PathLike) -> SourceModel:
+    """Parse a BlazeFace ``.tflite`` flatbuffer into convs (fp16 weights dequantized to float32)."""
+    try:
+        import tflite
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("reading .tflite needs the 'tflite' package: pip install 'blazekit[tflite]'") from exc
+    path = Path(path)
+    buf = path.read_bytes()
+    try:
+        model = tflite.Model.GetRootAsModel(buf, 0)
+        graph = model.Subgraphs(0)
+    except Exception as exc:
+        raise ConversionError(f"{path}: not a readable TFLite flatbuffer ({exc})") from exc
+    type_names = {v: k for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
+
+    def tname(i: int) -> str:
+        return graph.Tensors(i).Name().decode()
+
+    ops = [graph.Operators(i) for i in range(graph.OperatorsLength())]
+    kinds = [_op_name(model, op) for op in ops]
+    producer: Dict[int, int] = {}
+    consumers: Dict[int, List[int]] = {}
+    for k, op in enumerate(ops):
+        for t in op.OutputsAsNumpy():
+            producer[int(t)] = k
+        for t in op.InputsAsNumpy():
+            consumers.setdefault(int(t), []).append(k)
+    outputs = [int(t) for t in graph.OutputsAsNumpy()]
+
+    def stored(i: int) -> int:
+        """The tensor holding the data: DEQUANTIZE outputs lead back to their fp16 input."""
+        if i in producer and kinds[producer[i]] == "DEQUANTIZE":
+            return int(ops[producer[i]].InputsAsNumpy()[0])
+        return i
+
+    def const(i: int) -> np.ndarray:
+        """A constant tensor as float32 (fp16 weights are dequantized)."""
+        i = stored(i)
+        t = graph.Tensors(i)
+        raw = model.Buffers(t.Buffer()).DataAsNumpy()
+        ttype = type_names.get(t.Type(), str(t.Type()))
+        if isinstance(raw, int) or raw is None or len(raw) == 0:
+            raise ConversionError(f"{path}: tensor {tname(i)!r} has no constant data (is it a weight?)")
+        dtypes = {"FLOAT16": np.float16, "FLOAT32": np.float32}
+        if ttype not in dtypes:
+            raise ConversionError(f"{path}: tensor {tname(i)!r} has type {ttype}; only float16/float32 weights "
+                                  "are supported (int8-quantized or sparse models are not)")
+        shape = tuple(int(s) for s in t.ShapeAsNumpy())
+        return np.frombuffer(raw.tobytes(), dtype=dtypes[ttype]).astype(np.float32).reshape(shape)
+
+    def reaches_output(tensor: int) -> Optional[int]:
+        """Graph output reached through shape-only ops (the head's reshape/concat), else None."""
+        seen, todo = set(), [tensor]
+        while todo:
+            t = todo.pop()
+            if t in outputs:
+                return t
+            for k in consumers.get(t, []):
+                if kinds[k] in ("RESHAPE", "CONCATENATION", "SQUEEZE") and k not in seen:
+                    seen.add(k)
+                    todo.extend(int(o) for o in ops[k].OutputsAsNumpy())
+        return None
+
+    backbone: List[SourceConv] = []
+    head_raw: List[Tuple[int, str, SourceConv]] = []  # (producer of input, cls/reg, conv)
+    for k, (op, kind) in enumerate(zip(ops, kinds)):
+        if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            if kind in ("FULLY_CONNECTED", "TRANSPOSE_CONV", "DENSIFY"):
+                raise ConversionError(f"{path}: op {k} {kind} is not part of a BlazeFace SSD graph")
+            continue
+        ins = [int(t) for t in op.InputsAsNumpy()]
+        if len(ins) < 3 or ins[2] < 0:
+            raise ConversionError(f"{path}: {kind} {tname(int(op.OutputsAsNumpy()[0]))!r} has no bias input")
+        w, b = const(ins[1]), const(ins[2])
+        opts_table = op.BuiltinOptions()
+        if kind == "CONV_2D":
+            opts = tflite.Conv2DOptions()
+            opts.Init(opts_table.Bytes, opts_table.Pos)
+            w = w.transpose(0, 3, 1, 2)  # OHWI -> OIHW
+        else:
+            opts = tflite.DepthwiseConv2DOptions()
+            opts.Init(opts_table.Bytes, opts_table.Pos)
+            if opts.DepthMultiplier() not in (0, 1):
+                raise ConversionError(f"{path}: depthwise conv {tname(stored(ins[1]))!r} has depth multiplier "
+                                      f"{opts.DepthMultiplier()}; BlazeBlocks use 1")
+            w = w.transpose(3, 0, 1, 2)  # 1HWO -> O1HW
+        if opts.StrideH() != opts.StrideW():
+            raise ConversionError(f"{path}: conv {tname(stored(ins[1]))!r} has unequal strides "
+                                  f"{opts.StrideH()}x{opts.StrideW()}")
+        padding = "SAME" if opts.Padding() == tflite.Padding.SAME else "VALID"
+        conv = SourceConv(tname(stored(ins[1])), np.ascontiguousarray(w), b, int(opts.StrideH()),
+                          kind == "DEPTHWISE_CONV_2D", padding)
+        out_t = reaches_output(int(op.OutputsAsNumpy()[0]))
+        if out_t is None:
+            backbone.append(conv)
+        else:
+            last_dim = int(graph.Tensors(out_t).ShapeAsNumpy()[-1])
+            head_raw.append((producer.get(ins[0], -1), "cls" if last_dim == 1 else "reg", conv))
+    head = _group_head(head_raw, str(path))
+    in_shape = graph.Tensors(int(graph.InputsAsNumpy()[0])).ShapeAsNumpy()
+    return SourceModel(backbone, head, (int(in_shape[1]), int(in_shape[2])) if len(in_shape) == 4 else None)
+
+
+def _group_head(items: List[Tuple[Any, str, SourceConv]], where: str) -> List[Dict[str, SourceConv]]:
+    """Group head convs into levels ordered by ``items[i][0]`` (the feature they read)."""
+    levels: Dict[Any, Dict[str, SourceConv]] = {}
+    for key, role, conv in items:
+        slot = levels.setdefault(key, {})
+        if role in slot:
+            raise ConversionError(f"{where}: two {role} convs on one feature level: {slot[role].name!r}, {conv.name!r}")
+        slot[role] = conv
+    out = [levels[k] for k in sorted(levels)]
+    for i, lv in enumerate(out):
+        if set(lv) != {"cls", "reg"}:
+            names = [c.name for c in lv.values()]
+            raise ConversionError(f"{where}: head level {i} needs one classifier and one regressor conv, got {names}")
+    return out
+
+
+# ----------------------------------------------------------------------------- hollance
+def read_hollance(path: PathLike) -> SourceModel:
+    """Parse hollance's BlazeFace state dict (``blazeface.pth`` / ``blazefaceback.pth``)."""
+    path = Path(path)
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConversionError(f"{path}: cannot load as a PyTorch state dict ({exc})") from exc
+    if isinstance(sd, Mapping) and "state_dict" in sd:
+        sd = sd["state_dict"]
+    if not isinstance(sd, Mapping):
+        raise ConversionError(f"{path}: expected a state dict, got {type(sd).__name__}")
+    backbone: List[SourceConv] = []
+    head_raw: List[Tuple[int, str, SourceConv]] = []
+    for key, value in sd.items():
+        if not key.endswith(".weight") or getattr(value, "ndim", 0) != 4:
+            continue
+        prefix = key[: -len(".weight")]
+        if prefix + ".bias" not in sd:
+            raise ConversionError(f"{path}: conv {key!r} has no bias {prefix + '.bias'!r} (expected folded BN)")
+        w = value.float().numpy()
+        conv = SourceConv(key, w, sd[prefix + ".bias"].float().numpy(), depthwise=w.shape[1] == 1 and w.shape[2] > 1)
+        role = "cls" if prefix.startswith("classifier_") else "reg" if prefix.startswith("regressor_") else None
+        if role is None:
+            backbone.append(conv)
+        else:
+            suffix = prefix.split("_", 1)[1]
+            if not suffix.isdigit():
+                raise ConversionError(f"{path}: head conv {key!r}: expected a name like classifier_8 / regressor_16")
+            head_raw.append((int(suffix), role, conv))
+    unused = [k for k in sd if not (k.endswith(".weight") or k.endswith(".bias"))]
+    if unused:
+        raise ConversionError(f"{path}: unexpected entries {unused[:8]} (only conv weights and biases are mapped)")
+    return SourceModel(backbone, _group_head(head_raw, str(path)))
+
+
+# ----------------------------------------------------------------------------- mapping
+class _Target(nn.Module):
+    """Backbone + head as the detector holds them, so state-dict keys are ``backbone.*`` / ``head.*``."""
+
+    def __init__(self, model_cfg: Mapping[str, Any]) -> None:
+        super().__init__()
+        for key in ("backbone", "head", "anchors"):
+            if key not in model_cfg:
+                raise ConversionError(f"model config has no {key!r} section (keys: {sorted(model_cfg)})")
+        self.backbone = BACKBONES.build(model_cfg["backbone"], where="model.backbone")
+        anchors = ANCHOR_GENERATORS.build(model_cfg["anchors"], where="model.anchors")
+        size = model_cfg.get("input_size", [128, 128])
+        self.head = HEADS.build(model_cfg["head"], where="model.head", in_channels=list(self.backbone.out_channels),
+                                num_anchors=anchors.num_anchors_per_level(size),
+                                num_keypoints=int(model_cfg.get("num_keypoints", 6)))
+
+
+def build_target(model_cfg: Mapping[str, Any]) -> nn.Module:
+    """An ``nn.Module`` with ``.backbone`` and ``.head`` built from a model config section."""
+    return _Target(model_cfg)
+
+
+def _units(backbone: nn.Module) -> List[Tuple[str, nn.Module]]:
+    from .models.blocks import ConvBN
+
+    return [(n, m) for n, m in backbone.named_modules() if isinstance(m, ConvBN)]
+
+
+def map_to_state_dict(src: SourceModel, model_cfg: Mapping[str, Any],
+                      source_name: str = "source") -> Dict[str, torch.Tensor]:
+    """Fill the target's state dict from ``src``; raise naming the tensors on any mismatch."""
+    target = build_target(model_cfg)
+    sd = {k: v.detach().clone() for k, v in target.state_dict().items()}
+    filled = set()
+
+    def put(key: str, array: np.ndarray, what: str) -> None:
+        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        if tuple(t.shape) != tuple(sd[key].shape):
+            raise ConversionError(f"{source_name}: {what} has shape {tuple(t.shape)} but target {key!r} "
+                                  f"expects {tuple(sd[key].shape)}")
+        sd[key] = t
+        filled.add(key)
+
+    units = _units(target.backbone)
+    if len(units) != len(src.backbone):
+        raise ConversionError(
+            f"{source_name}: {len(src.backbone)} backbone convs in the source but {len(units)} conv units in "
+            f"{type(target.backbone).__name__}; source: {[c.name for c in src.backbone]}; "
+            f"target: {['backbone.' + n for n, _ in units]}. Is the model config the right one (front/back)?")
+    for (name, unit), conv in zip(units, src.backbone):
+        key = f"backbone.{name}"
+        depthwise = unit.conv.groups == unit.conv.in_channels and unit.conv.groups > 1
+        if depthwise != conv.depthwise and conv.weight.shape[2] > 1:
+            raise ConversionError(f"{source_name}: source {conv.name!r} ({'depthwise' if conv.depthwise else 'dense'}) "
+                                  f"maps to {key} ({'depthwise' if depthwise else 'dense'})")
+        if conv.stride is not None and conv.stride != unit.stride:
+            raise ConversionError(f"{source_name}: source {conv.name!r} has stride {conv.stride}, target {key} "
+                                  f"has stride {unit.stride}")
+        if conv.padding == "VALID" and unit.conv.kernel_size[0] > 1:
+            raise ConversionError(f"{source_name}: source {conv.name!r} uses VALID padding; blazekit convs are TF-SAME")
+        put(f"{key}.conv.weight", conv.weight, f"source {conv.name!r}")
+        bn = unit.bn
+        put(f"{key}.bn.bias", conv.bias, f"bias of {conv.name!r}")
+        put(f"{key}.bn.weight", np.full(conv.bias.shape, math.sqrt(1.0 + bn.eps)), "BN weight")
+        put(f"{key}.bn.running_mean", np.zeros(conv.bias.shape), "BN running_mean")
+        put(f"{key}.bn.running_var", np.ones(conv.bias.shape), "BN running_var")
+
+    n_levels = len(target.head.cls_convs)
+    if len(src.head) != n_levels:
+        raise ConversionError(f"{source_name}: source head has {len(src.head)} levels "
+                              f"({[[c.name for c in lv.values()] for lv in src.head]}), target head has {n_levels}")
+    for i, level in enumerate(src.head):
+        for role, attr in (("cls", "cls_convs"), ("reg", "reg_convs")):
+            conv = level[role]
+            put(f"head.{attr}.{i}.weight", conv.weight, f"source {conv.name!r}")
+            put(f"head.{attr}.{i}.bias", conv.bias, f"bias of {conv.name!r}")
+
+    missing = [k for k in sd if k not in filled and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ConversionError(f"{source_name}: target tensors not filled from the source: {missing}")
+    return sd
+
+
+def convert_tflite(path: PathLike, model_cfg: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
+    """MediaPipe BlazeFace ``.tflite`` -> blazekit state dict (``backbone.*``, ``head.*``)."""
+    return map_to_state_dict(read_tflite(path), model_cfg, str(path))
+
+
+def convert_hollance(path: PathLike, model_cfg: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
+    """hollance ``blazeface.pth`` / ``blazefaceback.pth`` -> blazekit state dict."""
+    return map_to_state_dict(read_hollance(path), model_cfg, str(path))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def guess_variant(path: PathLike) -> str:
+    """``"front"`` or ``"back"`` from the file's content (input size / layer names), not its name."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        hw = read_tflite(path).input_hw
+        if hw == (128, 128):
+            return "front"
+        if hw == (256, 256):
+            return "back"
+        raise ConversionError(f"{path}: input size {hw} is neither the front (128) nor back (256) BlazeFace model; "
+                              "pass a model config explicitly (--config)")
+    if suffix in (".pth", ".pt"):
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+        return "back" if any(k.startswith("final.") for k in sd) else "front"
+    raise ConversionError(f"{path}: unknown weight format {suffix!r}; expected .tflite (MediaPipe) or .pth (hollance)")
+
+
+def default_model_cfg(variant: str) -> Dict[str, Any]:
+    """The ``model`` section of ``configs/_base_/models/blazeface_{variant}.yml``."""
+    from . import config
+
+    path = _CONFIG_DIR / f"blazeface_{variant}.yml"
+    if not path.is_file():
+        raise ConversionError(f"default model config {path} not found; pass a config with a 'model' section")
+    return dict(config.load(path)["model"])
+
+
+def convert_checkpoint(src: PathLike, model_cfg: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Convert ``src`` (format by suffix) to ``{"state_dict", "model_cfg", "meta"}`` (save_checkpoint layout)."""
+    src = Path(src)
+    if not src.is_file():
+        raise FileNotFoundError(f"weights file {src} not found")
+    suffix = src.suffix.lower()
+    if suffix not in (".tflite", ".pth"):
+        raise ConversionError(f"{src}: unknown weight format {suffix!r}; "
+                              "expected .tflite (MediaPipe) or .pth (hollance)")
+    if model_cfg is None:
+        model_cfg = default_model_cfg(guess_variant(src))
+    model_cfg = copy.deepcopy(dict(model_cfg))
+    model_cfg.pop("init", None)  # a checkpoint does not point at weights
+    fmt = "tflite" if suffix == ".tflite" else "hollance"
+    state_dict = (convert_tflite if fmt == "tflite" else convert_hollance)(src, model_cfg)
+    meta = {"source": src.name, "md5": file_md5(src), "format": fmt, "converter": "blazekit.convert"}
+    return {"state_dict": state_dict, "model_cfg": model_cfg, "meta": meta}
+
+
+def save_converted(src: PathLike, out: PathLike, model_cfg: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Convert ``src`` and ``torch.save`` the checkpoint to ``out``; returns the checkpoint."""
+    ckpt = convert_checkpoint(src, model_cfg)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, out)
+    return ckpt

@@ -1,0 +1,43 @@
+"""Pretrained weights shipped with blazekit, by name.
+
+``build_detector(cfg, weights="mediapipe_short_range")`` resolves names here; any other value is
+treated as a checkpoint path by the caller. See ``ATTRIBUTION.md`` for sources and licences.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Union
+
+from ..registry import close_matches
+
+_HERE = Path(__file__).resolve().parent
+
+#: name -> checkpoint file (``{"state_dict", "model_cfg", "meta"}``)
+NAMED_WEIGHTS: Dict[str, Path] = {
+    # MediaPipe face_detection_short_range.tflite (mediapipe 0.10.21), front model, 128x128
+    "mediapipe_short_range": _HERE / "mediapipe_short_range.pt",
+}
+
+
+def resolve_weights(name_or_path: Union[str, os.PathLike]) -> Path:
+    """A name in :data:`NAMED_WEIGHTS` or an existing file path -> the checkpoint file."""
+    key = os.fspath(name_or_path)
+    if key in NAMED_WEIGHTS:
+        path = NAMED_WEIGHTS[key]
+        if not path.is_file():
+            raise FileNotFoundError(f"named weights {key!r}: file {path} is missing from this installation "
+                                    "(reinstall blazekit, or regenerate it with tools/convert.py, see ATTRIBUTION.md)")
+        return path
+    path = Path(key).expanduser()
+    if path.is_file():
+        return path
+    hint = close_matches(key, NAMED_WEIGHTS)
+    msg = f"weights {key!r}: not a named weight and no such file."
+    if hint:
+        msg += f" Did you mean {', '.join(repr(h) for h in hint)}?"
+    msg += f" Named weights: {', '.join(sorted(NAMED_WEIGHTS))}."
+    raise FileNotFoundError(msg)
+
+
+__all__ = ["NAMED_WEIGHTS", "resolve_weights"]
