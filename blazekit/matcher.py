@@ -1,0 +1,100 @@
+"""Anchor <-> ground-truth assignment by IoU, batched over images on the priors' device.
+
+Matching uses the *priors* (real anchor scales): MediaPipe's fixed-size anchors (w = h = 1) have no
+meaningful IoU with a face. Result codes per anchor: ``>= 0`` index of the matched face, ``-1``
+negative (background), ``-2`` ignored (neither positive nor negative in the loss).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .coder import cxcywh_to_xyxy
+from .registry import MATCHERS
+
+NEGATIVE = -1
+IGNORED = -2
+
+
+def batched_box_iou(boxes: Tensor, others: Tensor) -> Tensor:
+    """IoU of xyxy boxes ``[B, N, 4]`` with ``[A, 4]`` -> ``[B, N, A]`` (0 for empty boxes)."""
+    area_b = (boxes[..., 2] - boxes[..., 0]).clamp_min(0) * (boxes[..., 3] - boxes[..., 1]).clamp_min(0)
+    area_o = (others[:, 2] - others[:, 0]).clamp_min(0) * (others[:, 3] - others[:, 1]).clamp_min(0)
+    lt = torch.maximum(boxes[..., None, :2], others[:, :2])
+    rb = torch.minimum(boxes[..., None, 2:], others[:, 2:])
+    wh = (rb - lt).clamp_min(0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_b[..., None] + area_o - inter
+    return inter / union.clamp_min(1e-12)
+
+
+def pad_boxes(gt_boxes: Sequence[Tensor], device: torch.device, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """List of [N_i, 4] -> padded [B, Nmax, 4] and a validity mask [B, Nmax]."""
+    nmax = max([len(b) for b in gt_boxes] + [1])
+    out = torch.zeros(len(gt_boxes), nmax, 4, device=device, dtype=dtype)
+    valid = torch.zeros(len(gt_boxes), nmax, dtype=torch.bool, device=device)
+    for i, b in enumerate(gt_boxes):
+        b = torch.as_tensor(b, dtype=dtype, device=device).reshape(-1, 4)
+        out[i, : len(b)] = b
+        valid[i, : len(b)] = True
+    return out, valid
+
+
+@MATCHERS.register()
+class IoUMatcher:
+    """Best gt per anchor by IoU; ``>= pos_iou`` positive, ``< neg_iou`` negative, between ignored.
+
+    ``force_best``: each face's best anchor is made positive even below ``pos_iou`` (so small or
+    odd-shaped faces always train something). If two faces share a best anchor it goes to the face
+    with the higher IoU there (lower index on ties), which is deterministic.
+    Faces flagged in ``gt_ignore`` are never positives; anchors overlapping them by ``>= neg_iou``
+    (and matched to no real face) are ignored rather than punished as background.
+    """
+
+    def __init__(self, pos_iou: float = 0.35, neg_iou: float = 0.35, force_best: bool = True) -> None:
+        if not 0.0 <= neg_iou <= pos_iou <= 1.0:
+            raise ValueError(f"IoUMatcher: need 0 <= neg_iou <= pos_iou <= 1, got neg_iou={neg_iou}, pos_iou={pos_iou}")
+        self.pos_iou = float(pos_iou)
+        self.neg_iou = float(neg_iou)
+        self.force_best = bool(force_best)
+
+    def __repr__(self) -> str:
+        return f"IoUMatcher(pos_iou={self.pos_iou}, neg_iou={self.neg_iou}, force_best={self.force_best})"
+
+    def __call__(self, priors: Tensor, gt_boxes: Sequence[Tensor],
+                 gt_ignore: Optional[Sequence[Optional[Tensor]]] = None) -> Tensor:
+        """priors [A, 4] cxcywh; gt_boxes: per image [N_i, 4] xyxy (same units) -> matches [B, A] long."""
+        device, dtype = priors.device, priors.dtype
+        boxes, valid = pad_boxes(gt_boxes, device, dtype)
+        ignored = torch.zeros_like(valid)
+        if gt_ignore is not None:
+            for i, ign in enumerate(gt_ignore):
+                if ign is not None and len(ign):
+                    ign = torch.as_tensor(ign, dtype=torch.bool, device=device).reshape(-1)
+                    if len(ign) != len(gt_boxes[i]):
+                        raise ValueError(f"gt_ignore[{i}] has {len(ign)} flags for {len(gt_boxes[i])} boxes")
+                    ignored[i, : len(ign)] = ign
+        return self.match_padded(priors, boxes, valid & ~ignored, valid & ignored)
+
+    def match_padded(self, priors: Tensor, boxes: Tensor, real: Tensor, ignored: Tensor) -> Tensor:
+        """Padded form: boxes [B, N, 4], ``real`` / ``ignored`` masks [B, N] (padding is neither)."""
+        iou = batched_box_iou(boxes, cxcywh_to_xyxy(priors))  # [B, N, A]
+        iou_real = torch.where(real[..., None], iou, iou.new_tensor(-1.0))
+        best_iou, best_gt = iou_real.max(dim=1)  # [B, A]
+        matches = torch.full_like(best_gt, NEGATIVE)
+        matches[best_iou >= self.neg_iou] = IGNORED
+        matches = torch.where(best_iou >= self.pos_iou, best_gt, matches)
+        if self.force_best and iou.shape[1] > 0:
+            # one-hot of each real face's best anchor; faces with IoU 0 everywhere (degenerate) are skipped
+            face_best_iou, face_best_anchor = iou_real.max(dim=2)  # [B, N]
+            is_best = torch.zeros_like(iou_real, dtype=torch.bool)
+            is_best.scatter_(2, face_best_anchor[..., None], (real & (face_best_iou > 0))[..., None])
+            contest = torch.where(is_best, iou_real, iou.new_tensor(-1.0))
+            win_iou, win_gt = contest.max(dim=1)  # first index among equal IoUs
+            matches = torch.where(win_iou > 0, win_gt, matches)
+        if ignored.any():
+            ign_iou = torch.where(ignored[..., None], iou, iou.new_tensor(-1.0)).amax(dim=1)
+            matches[(matches == NEGATIVE) & (ign_iou >= self.neg_iou)] = IGNORED
+        return matches

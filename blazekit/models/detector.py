@@ -1,2 +1,331 @@
-def build_detector(*a, **k):
-    raise NotImplementedError
+"""The BlazeFace detector: backbone + head + anchors + coder + matcher + loss + post-processing.
+
+Every part comes from a registry, so a config swaps any of them. The head's sizes are derived here
+(``in_channels`` from the backbone, ``num_anchors`` from the anchor generator) so they can never
+disagree with the rest of the config. The network is fully convolutional: ``raw`` / ``decode`` /
+``predict`` run at any input size divisible by the total stride, with anchors made (and cached) for it.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import config as config_lib
+from ..engine.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights
+from ..preprocess import letterbox, normalize
+from ..registry import (ANCHOR_GENERATORS, BACKBONES, BOX_CODERS, DETECTORS, HEADS, LOSSES, MATCHERS, NECKS,
+                        POSTPROCESSORS)
+
+Size = Tuple[int, int]
+Detections = Dict[str, np.ndarray]
+
+_DEFAULT_PREPROCESS = {"resize": "letterbox", "normalize": "minus_one_one", "pad_value": 0}
+
+
+def _size(value: Union[int, Sequence[int]], where: str) -> Size:
+    """``128`` or ``[H, W]`` -> (H, W) ints."""
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    try:
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected an int or [H, W], got {value!r}") from None
+    return h, w
+
+
+@DETECTORS.register()
+class BlazeFace(nn.Module):
+    """Single-class (face) SSD detector with keypoints, MediaPipe compatible.
+
+    Built from the ``model`` section of a config (see ``configs/_base_/models/``); ``cfg`` keeps that
+    section so checkpoints can record (and loading can check) the architecture.
+    """
+
+    def __init__(self, backbone: Mapping[str, Any], head: Mapping[str, Any], anchors: Mapping[str, Any],
+                 coder: Optional[Mapping[str, Any]] = None, matcher: Optional[Mapping[str, Any]] = None,
+                 loss: Optional[Mapping[str, Any]] = None, postprocess: Optional[Mapping[str, Any]] = None,
+                 input_size: Union[int, Sequence[int]] = (128, 128), num_keypoints: int = 6,
+                 preprocess: Optional[Mapping[str, Any]] = None, neck: Optional[Mapping[str, Any]] = None,
+                 init: Optional[str] = None) -> None:
+        super().__init__()
+        coder = coder or {"type": "MediaPipeCoder"}
+        matcher = matcher or {"type": "IoUMatcher"}
+        loss = loss or {"type": "MultiBoxLoss"}
+        postprocess = postprocess or {"type": "WeightedBlending"}
+        preprocess = {**_DEFAULT_PREPROCESS, **(preprocess or {})}
+        self.cfg: Dict[str, Any] = copy.deepcopy({
+            "type": "BlazeFace", "input_size": list(_size(input_size, "model.input_size")),
+            "num_keypoints": int(num_keypoints), "preprocess": dict(preprocess), "backbone": dict(backbone),
+            **({"neck": dict(neck)} if neck else {}), "head": dict(head), "anchors": dict(anchors),
+            "coder": dict(coder), "matcher": dict(matcher), "loss": dict(loss),
+            "postprocess": dict(postprocess), "init": init})
+        self.input_size: Size = _size(input_size, "model.input_size")
+        self.num_keypoints = int(num_keypoints)
+        self.preprocess_cfg = preprocess
+
+        self.backbone = BACKBONES.build(backbone, where="model.backbone")
+        self.neck = (NECKS.build(neck, where="model.neck", in_channels=list(self.backbone.out_channels))
+                     if neck else None)
+        feat = self.neck if self.neck is not None else self.backbone
+        self.anchor_generator = ANCHOR_GENERATORS.build(anchors, where="model.anchors")
+        num_anchors = list(self.anchor_generator.num_anchors_per_level(self.input_size))
+        out_channels = list(feat.out_channels)
+        if len(out_channels) != len(num_anchors):
+            raise ValueError(
+                f"model: the backbone gives {len(out_channels)} feature levels (out_channels={out_channels}, "
+                f"strides={list(getattr(feat, 'strides', []))}) but model.anchors describes {len(num_anchors)} "
+                f"levels (anchors per location {num_anchors}, strides "
+                f"{list(self.anchor_generator.strides_per_level())}); make model.anchors.strides match the backbone")
+        strides = list(getattr(feat, "strides", []))
+        anchor_strides = list(self.anchor_generator.strides_per_level())
+        if strides and strides != anchor_strides:
+            raise ValueError(f"model: backbone strides {strides} differ from the anchor strides {anchor_strides} "
+                             "(model.anchors.strides); every level needs anchors on its own grid")
+        self.strides = strides or anchor_strides
+        self.head = HEADS.build(head, where="model.head", in_channels=out_channels, num_anchors=num_anchors,
+                                num_keypoints=self.num_keypoints)
+        self.coder = BOX_CODERS.build(coder, where="model.coder")
+        self.matcher = MATCHERS.build(matcher, where="model.matcher")
+        self.loss = LOSSES.build(loss, where="model.loss")
+        self.postprocess = POSTPROCESSORS.build(postprocess, where="model.postprocess")
+
+        self.check_input_size(self.input_size)
+        a, p = self._make_anchors(self.input_size)
+        self.register_buffer("anchors", a, persistent=False)
+        self.register_buffer("priors", p, persistent=False)
+        self._anchor_cache: Dict[Tuple[int, int, str], Tuple[Tensor, Tensor]] = {}
+
+    # ------------------------------------------------------------------ anchors per input size
+    def _make_anchors(self, size: Size) -> Tuple[Tensor, Tensor]:
+        a = torch.as_tensor(self.anchor_generator.anchors(size), dtype=torch.float32)
+        p = torch.as_tensor(self.anchor_generator.priors(size), dtype=torch.float32)
+        return a, p
+
+    def check_input_size(self, size: Size) -> None:
+        m = max(self.strides)
+        if size[0] % m or size[1] % m or min(size) <= 0:
+            raise ValueError(f"input size (H, W) = {tuple(size)} must be positive and divisible by {m}, "
+                             f"the largest stride of this model (e.g. {self.input_size})")
+
+    def anchors_for(self, size: Union[int, Sequence[int]]) -> Tuple[Tensor, Tensor]:
+        """(anchors, priors) [A, 4] for an input size, on the model's device; cached per size."""
+        size = _size(size, "input_size")
+        if size == self.input_size:
+            return self.anchors, self.priors
+        key = (size[0], size[1], str(self.anchors.device))
+        if key not in self._anchor_cache:
+            self.check_input_size(size)
+            a, p = self._make_anchors(size)
+            self._anchor_cache[key] = (a.to(self.anchors.device), p.to(self.anchors.device))
+        return self._anchor_cache[key]
+
+    def coding_anchors(self, size: Union[int, Sequence[int]]) -> Tensor:
+        """What the coder encodes against: MediaPipe's anchors, or the real-scale priors (SSD coder)."""
+        a, p = self.anchors_for(size)
+        return p if getattr(self.coder, "uses_priors", False) else a
+
+    # ------------------------------------------------------------------ network
+    def raw(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """Normalised images [B, 3, H, W] -> (regressors [B, A, 4+2K], logits [B, A, 1]), MediaPipe layout."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"BlazeFace.raw: expected images [B, 3, H, W], got shape {tuple(x.shape)}")
+        if not torch.jit.is_tracing():
+            self.check_input_size((int(x.shape[-2]), int(x.shape[-1])))
+        feats = self.backbone(x)
+        if self.neck is not None:
+            feats = self.neck(feats)
+        return self.head(feats)
+
+    def forward(self, images: Tensor, targets: Optional[Sequence[Mapping[str, Any]]] = None):
+        """Without targets: :meth:`raw`. With targets (collated list): the loss dict."""
+        if targets is None:
+            return self.raw(images)
+        if len(targets) != images.shape[0]:
+            raise ValueError(f"BlazeFace: {images.shape[0]} images but {len(targets)} targets")
+        regressors, logits = self.raw(images)
+        return self.compute_loss(regressors, logits, targets, (int(images.shape[-2]), int(images.shape[-1])))
+
+    def compute_loss(self, regressors: Tensor, logits: Tensor, targets: Sequence[Mapping[str, Any]],
+                     size: Size) -> Dict[str, Tensor]:
+        """Match, encode and score. Target boxes / keypoints are in input pixels; normalised here."""
+        h, w = size
+        dev, dt = regressors.device, regressors.dtype
+        anchors, priors = self.anchors_for(size)
+        k = self.num_keypoints
+        norm = torch.tensor([w, h, w, h], dtype=dt, device=dev)
+        boxes, ignore, kpts, vis = [], [], [], []
+        for i, t in enumerate(targets):
+            b = torch.as_tensor(t["boxes"], dtype=dt, device=dev).reshape(-1, 4)
+            n = len(b)
+            boxes.append(b / norm)
+            ign = t.get("ignore")
+            ignore.append(torch.zeros(n, dtype=torch.bool, device=dev) if ign is None
+                          else torch.as_tensor(ign, dtype=torch.bool, device=dev).reshape(n))
+            kp = t.get("keypoints")
+            if kp is None or k == 0:
+                kpts.append(torch.zeros(n, k, 2, dtype=dt, device=dev))
+                vis.append(torch.zeros(n, k, dtype=torch.bool, device=dev))
+                continue
+            kp = torch.as_tensor(kp, dtype=dt, device=dev)
+            if kp.numel() and kp.shape[-2:] != (k, 2) or (not kp.numel() and n):
+                raise ValueError(f"targets[{i}]['keypoints'] has shape {tuple(kp.shape)}, expected [{n}, {k}, 2] "
+                                 f"(model.num_keypoints={k})")
+            kpts.append(kp.reshape(n, k, 2) / norm[:2])
+            v = t.get("keypoints_visible")
+            vis.append(torch.ones(n, k, dtype=torch.bool, device=dev) if v is None
+                       else torch.as_tensor(v, dtype=torch.bool, device=dev).reshape(n, k))
+        matches = self.matcher(priors, boxes, ignore)  # [B, A]
+        b_pad, kp_pad, vis_pad = self._pad(boxes, kpts, vis)
+        idx = matches.clamp_min(0)
+        gt_boxes = torch.gather(b_pad, 1, idx[..., None].expand(-1, -1, 4))
+        gt_kpts = torch.gather(kp_pad, 1, idx[..., None, None].expand(-1, -1, k, 2))
+        gt_vis = torch.gather(vis_pad, 1, idx[..., None].expand(-1, -1, k))
+        ref = priors if getattr(self.coder, "uses_priors", False) else anchors
+        encoded = self.coder.encode(gt_boxes, gt_kpts, ref, input_size=size)
+        scale = self.coder.loss_scale(anchors, priors, input_size=size)
+        return self.loss(logits, regressors, matches, encoded, gt_vis, scale)
+
+    @staticmethod
+    def _pad(boxes: List[Tensor], kpts: List[Tensor], vis: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        n = max([len(b) for b in boxes] + [1])
+        bsz, k = len(boxes), kpts[0].shape[1] if kpts else 0
+        ref = boxes[0]
+        b_pad = ref.new_zeros(bsz, n, 4)
+        kp_pad = ref.new_zeros(bsz, n, k, 2)
+        vis_pad = torch.zeros(bsz, n, k, dtype=torch.bool, device=ref.device)
+        for i, (b, kp, v) in enumerate(zip(boxes, kpts, vis)):
+            b_pad[i, : len(b)], kp_pad[i, : len(b)], vis_pad[i, : len(b)] = b, kp, v
+        return b_pad, kp_pad, vis_pad
+
+    # ------------------------------------------------------------------ inference
+    def decode(self, regressors: Tensor, logits: Tensor,
+               input_size: Optional[Union[int, Sequence[int]]] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """Raw outputs -> (boxes [B, A, 4] xyxy, keypoints [B, A, K, 2], scores [B, A]) in input pixels.
+
+        ``input_size`` defaults to ``model.input_size``; pass the actual size when running at another one.
+        """
+        size = self.input_size if input_size is None else _size(input_size, "input_size")
+        anchors = self.coding_anchors(size)
+        if regressors.shape[-2] != anchors.shape[0]:
+            raise ValueError(f"decode: {regressors.shape[-2]} anchors in the outputs but {anchors.shape[0]} for input "
+                             f"size {size}; pass input_size=(H, W) of the images the outputs came from")
+        boxes, kpts = self.coder.decode(regressors, anchors, input_size=size)
+        h, w = size
+        scale = boxes.new_tensor([w, h])
+        scores = self.postprocess.scores(logits[..., 0]) if hasattr(self.postprocess, "scores") \
+            else logits[..., 0].sigmoid()
+        return boxes * scale.repeat(2), kpts * scale, scores
+
+    @torch.no_grad()
+    def predict(self, images: Union[np.ndarray, Sequence[np.ndarray]], score_thr: Optional[float] = None,
+                max_det: Optional[int] = None, input_size: Optional[Union[int, Sequence[int]]] = None,
+                batch_size: int = 32) -> List[Detections]:
+        """HxWx3 uint8 RGB images -> per image ``{"boxes" [N, 4] xyxy, "scores" [N], "keypoints" [N, K, 2]}``
+        in original-image pixels (numpy float32). Letterboxed to ``input_size`` (default ``model.input_size``)."""
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            images = [images]
+        size = self.input_size if input_size is None else _size(input_size, "input_size")
+        self.check_input_size(size)
+        device = self.anchors.device
+        pp = self.preprocess_cfg
+        was_training = self.training
+        self.eval()
+        results: List[Detections] = []
+        try:
+            for start in range(0, len(images), max(1, int(batch_size))):
+                chunk = images[start:start + batch_size]
+                arrays, infos = [], []
+                for j, img in enumerate(chunk):
+                    if not isinstance(img, np.ndarray):
+                        raise ValueError(f"predict: image {start + j} is {type(img).__name__}, expected an HxWx3 "
+                                         "uint8 RGB numpy array")
+                    try:
+                        boxed, info = letterbox(img, size, pad_value=int(pp.get("pad_value", 0)),
+                                                mode=pp.get("resize", "letterbox"))
+                    except ValueError as exc:
+                        raise ValueError(f"predict: image {start + j}: {exc}") from None
+                    arrays.append(normalize(boxed, pp.get("normalize", "minus_one_one")))
+                    infos.append(info)
+                x = torch.from_numpy(np.stack(arrays)).to(device=device, dtype=self.anchors.dtype)
+                regressors, logits = self.raw(x)
+                boxes, kpts, scores = self.decode(regressors, logits, size)
+                for i, info in enumerate(infos):
+                    det = self.postprocess(boxes[i], scores[i], kpts[i], score_thr=score_thr, max_det=max_det)
+                    kp = det["keypoints"].float().cpu().numpy()
+                    results.append({
+                        "boxes": info.to_original(det["boxes"].float().cpu().numpy()).reshape(-1, 4),
+                        "scores": det["scores"].float().cpu().numpy().astype(np.float32),
+                        "keypoints": info.to_original(kp.reshape(len(kp), -1 if len(kp) else 0)).reshape(kp.shape),
+                    })
+        finally:
+            self.train(was_training)
+        return results
+
+
+# ---------------------------------------------------------------------- building and weights
+def _model_section(cfg: Union[str, os.PathLike, Mapping[str, Any]]) -> Dict[str, Any]:
+    if isinstance(cfg, (str, os.PathLike)):
+        cfg = config_lib.load(cfg)
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"build_detector: expected a config path or dict, got {type(cfg).__name__}")
+    if "model" in cfg:
+        model = cfg["model"]
+        if not isinstance(model, Mapping):
+            raise ValueError(f"build_detector: config 'model' must be a mapping, got {type(model).__name__}")
+        return dict(model)
+    if "backbone" in cfg or "type" in cfg:
+        return dict(cfg)
+    raise ValueError(f"build_detector: the config has no 'model' section (keys: {sorted(cfg)})")
+
+
+def resolve_weights_path(weights: Union[str, os.PathLike]) -> Path:
+    """A NAMED_WEIGHTS name (``mediapipe_short_range``) or a checkpoint path -> existing file."""
+    name = os.fspath(weights)
+    try:
+        from .. import weights as named  # provided by the weights package
+    except ImportError:
+        named = None
+    if named is not None and name in getattr(named, "NAMED_WEIGHTS", {}):
+        return Path(named.resolve_weights(name))
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    known = sorted(getattr(named, "NAMED_WEIGHTS", {})) if named is not None else []
+    raise FileNotFoundError(f"weights {name!r}: no such checkpoint file, and not a named weight "
+                            f"(named weights: {', '.join(known) or '(none available)'})")
+
+
+def load_weights(model: BlazeFace, weights: Union[str, os.PathLike], strict: bool = True) -> Dict[str, List[Any]]:
+    """Load a checkpoint / named weights into ``model`` after checking the architecture matches."""
+    path = resolve_weights_path(weights)
+    ckpt = load_checkpoint(path)
+    check_compatible(ckpt.get("model_cfg"), model.cfg, source=f"weights {os.fspath(weights)!r} ({path})")
+    return load_model_weights(model, ckpt, strict=strict, source=f"weights {os.fspath(weights)!r} ({path})")
+
+
+def build_detector(config_path_or_dict: Union[str, os.PathLike, Mapping[str, Any]],
+                   weights: Optional[Union[str, os.PathLike]] = None, device: Union[str, torch.device] = "cpu"
+                   ) -> nn.Module:
+    """Build the detector of a config file, full config dict or ``model`` section.
+
+    ``weights`` (a named weight or a checkpoint path) is loaded and the model put in eval mode;
+    otherwise ``model.init`` (if set) is loaded and the model stays in train mode (fine-tuning).
+    """
+    model_cfg = _model_section(config_path_or_dict)
+    model_cfg.setdefault("type", "BlazeFace")
+    model = DETECTORS.build(model_cfg, where="model")
+    source = weights if weights is not None else model_cfg.get("init")
+    if source:
+        load_weights(model, source)
+    if weights is not None:
+        model.eval()
+    return model.to(device)
+
+
+__all__ = ["BlazeFace", "build_detector", "load_weights", "resolve_weights_path", "CheckpointError"]
