@@ -1,0 +1,240 @@
+"""CPU latency of the front model: blazekit (eager PyTorch, optimised PyTorch, ONNX Runtime) vs MediaPipe's TFLite.
+
+    python benchmarks/latency.py                 # threads 1 and 2, ~2 minutes on 2 idle cores
+    python benchmarks/latency.py --threads 1 --repeats 50
+
+Every path is timed in one process on the same machine, on the same 640x480 uint8 RGB frame, at batch 1
+and batch 64, both *end to end* (uint8 image -> decoded detections in original pixels) and *model only*
+(normalised tensor -> raw outputs). Threads are fixed per row (torch.set_num_threads, onnxruntime
+intra_op_num_threads, LiteRT num_threads). Paths:
+
+- ``torch eager``: ``build_detector(..., weights="mediapipe_short_range").predict`` as shipped;
+- ``torch fused``: the same after ``fuse_bn`` + channels_last + inference_mode;
+- ``onnxruntime``: ``tools/export.py`` output; end to end = ``OnnxDetector`` (decode + NMS in the graph);
+- ``litert``: ``face_detection_short_range.tflite`` in ai-edge-litert (XNNPACK); end to end uses blazekit's
+  letterbox/normalise and decode/weighted blending around ``invoke`` (MediaPipe's own C++ calculators
+  are not in the Python interpreter).
+
+Prints the table, the ratios to LiteRT, and where the time goes for eager PyTorch.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence, Tuple
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from blazekit.export import OnnxDetector, export_onnx, fuse_bn, onnx_session  # noqa: E402
+from blazekit.inference import load_image  # noqa: E402
+from blazekit.models.detector import build_detector  # noqa: E402
+from blazekit.preprocess import letterbox, normalize  # noqa: E402
+
+CONFIG = "_base_/models/blazeface_front.yml"
+TFLITE_CANDIDATES = [ROOT.parent / "shared" / "weights" / "mediapipe" / "face_detection_short_range.tflite"]
+
+
+def timeit(fn: Callable[[], object], repeats: int, warmup: int = 3) -> Tuple[float, float]:
+    """(median, p90) wall time in ms."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    ts.sort()
+    return statistics.median(ts), ts[min(len(ts) - 1, int(round(0.9 * (len(ts) - 1))))]
+
+
+def find_tflite(arg: str = None) -> Path:
+    cands = [Path(arg)] if arg else list(TFLITE_CANDIDATES)
+    try:  # the mediapipe wheel ships it too
+        import mediapipe  # type: ignore
+
+        cands.append(Path(mediapipe.__file__).parent / "modules" / "face_detection" / "face_detection_short_range.tflite")
+    except ImportError:
+        pass
+    for c in cands:
+        if c.is_file():
+            return c
+    raise SystemExit(f"face_detection_short_range.tflite not found (looked in {', '.join(map(str, cands))}); "
+                     "pass --tflite PATH")
+
+
+class LiteRT:
+    """MediaPipe's model in the LiteRT interpreter; batch B by resizing the input tensor.
+
+    The model reshapes each level to batch 1 before concatenating, so a batch-B run returns
+    ``[1, B*A, C]`` ordered level by level; :meth:`raw` restores ``[B, A, C]``.
+    """
+
+    def __init__(self, path: Path, threads: int, level_anchors: Sequence[int]) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.it = Interpreter(model_path=str(path), num_threads=threads)
+        self.inp = self.it.get_input_details()[0]["index"]
+        outs = {o["name"]: o["index"] for o in self.it.get_output_details()}
+        self.reg, self.cls = outs["regressors"], outs["classificators"]
+        self.levels = list(level_anchors)
+        self.batch = 0
+
+    def raw(self, x_nhwc: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        b = x_nhwc.shape[0]
+        if b != self.batch:
+            self.it.resize_tensor_input(self.inp, list(x_nhwc.shape))
+            self.it.allocate_tensors()
+            self.batch = b
+        self.it.set_tensor(self.inp, x_nhwc)
+        self.it.invoke()
+        return self._unbatch(self.it.get_tensor(self.reg), b), self._unbatch(self.it.get_tensor(self.cls), b)
+
+    def _unbatch(self, t: np.ndarray, b: int) -> np.ndarray:
+        parts, start = [], 0
+        for n in self.levels:
+            parts.append(t[0, start:start + n * b].reshape(b, n, -1))
+            start += n * b
+        return np.concatenate(parts, axis=1)
+
+
+def preprocess(images: Sequence[np.ndarray], size: Tuple[int, int]):
+    boxed = [letterbox(im, size) for im in images]
+    return np.stack([normalize(b) for b, _ in boxed]), [i for _, i in boxed]
+
+
+def litert_predict(lite: LiteRT, det, images: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
+    """uint8 images -> detections with LiteRT doing the network (blazekit pre/post around it)."""
+    x, infos = preprocess(images, det.input_size)
+    reg, cls = lite.raw(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+    boxes, kpts, scores = det.decode(torch.from_numpy(reg), torch.from_numpy(cls))
+    out = []
+    for i, info in enumerate(infos):
+        d = det.postprocess(boxes[i], scores[i], kpts[i])
+        out.append({"boxes": info.to_original(d["boxes"].numpy()), "scores": d["scores"].numpy()})
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=60, help="timed runs at batch 1 (batch 64: repeats // 10, >= 3)")
+    ap.add_argument("--image", default=str(ROOT / "blazekit" / "data" / "demo" / "images" / "astronaut.jpg"))
+    ap.add_argument("--tflite", default=None)
+    args = ap.parse_args(argv)
+
+    det = build_detector(CONFIG, weights="mediapipe_short_range").eval()
+    size = det.input_size
+    frame = cv2.resize(load_image(args.image), (640, 480), interpolation=cv2.INTER_LINEAR)
+    tflite = find_tflite(args.tflite)
+    levels = det.anchor_generator.num_anchors_per_level(size)
+    levels = [n * h * w for n, (h, w) in zip(levels, det.anchor_generator.grid_sizes(size))]
+    tmp = Path(tempfile.mkdtemp(prefix="blazekit_bench_"))
+    raw_onnx = export_onnx(det, tmp / "raw.onnx")
+    pp_onnx = export_onnx(det, tmp / "pp.onnx", with_postprocess=True)
+    fused = fuse_bn(det).to(memory_format=torch.channels_last)
+
+    print(f"blazekit latency: front model {size[0]}x{size[1]}, 640x480 uint8 RGB frame, torch {torch.__version__}, "
+          f"CPU {os.cpu_count()} cores; median / p90 ms per call\n")
+    rows: List[Tuple[int, str, str, int, float, float]] = []  # threads, path, kind, batch, median, p90
+    splits = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        ort_raw = onnx_session(raw_onnx, threads)
+        lite = LiteRT(tflite, threads, levels)
+        for batch in (1, 64):
+            reps = args.repeats if batch == 1 else max(3, args.repeats // 20)
+            imgs = [frame] * batch
+            x, _ = preprocess(imgs, size)
+            xt = torch.from_numpy(x)
+            xcl = xt.contiguous(memory_format=torch.channels_last)
+            x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            ort_det = OnnxDetector(pp_onnx, size, threads=threads, micro_batch=1)
+
+            def eager_raw():
+                with torch.no_grad():
+                    return det.raw(xt)
+
+            def fused_raw():
+                with torch.inference_mode():
+                    return fused.raw(xcl)
+
+            def fused_predict():
+                with torch.inference_mode():
+                    return fused.predict(imgs, batch_size=batch)
+
+            def ort_micro():
+                return [ort_raw.run(None, {"images": x[i:i + 1]}) for i in range(batch)]
+
+            paths = [
+                ("torch eager", "end-to-end", lambda: det.predict(imgs, batch_size=batch)),
+                ("torch eager", "model", eager_raw),
+                ("torch fused", "end-to-end", fused_predict),
+                ("torch fused", "model", fused_raw),
+                ("onnxruntime", "end-to-end", lambda: ort_det.predict(imgs)),
+                ("onnxruntime", "model", lambda: ort_raw.run(None, {"images": x})),
+                ("litert", "end-to-end", lambda: litert_predict(lite, det, imgs)),
+                ("litert", "model", lambda: lite.raw(x_nhwc)),
+            ]
+            if batch > 1:
+                paths.insert(6, ("onnxruntime x1", "model", ort_micro))
+            for name, kind, fn in paths:
+                med, p90 = timeit(fn, reps, warmup=3 if batch == 1 else 1)
+                rows.append((threads, name, kind, batch, med, p90))
+            # where the eager time goes
+            with torch.no_grad():
+                reg, cls = det.raw(xt)
+                boxes, kpts, scores = det.decode(reg, cls)
+            splits[(threads, batch)] = {
+                "pre-process (letterbox+normalise)": timeit(lambda: preprocess(imgs, size), reps, 1)[0],
+                "model (det.raw)": next(r[4] for r in rows[::-1] if r[1] == "torch eager" and r[2] == "model"),
+                "decode": timeit(lambda: det.decode(reg, cls), reps, 1)[0],
+                "weighted blending (per image)": timeit(
+                    lambda: [det.postprocess(boxes[i], scores[i], kpts[i]) for i in range(batch)], reps, 1)[0],
+            }
+    # sanity: LiteRT batch 64 equals LiteRT batch 1 (the un-batching is right) and blazekit equals LiteRT
+    x1, _ = preprocess([frame], size)
+    lite = LiteRT(tflite, 1, levels)
+    r1 = lite.raw(np.ascontiguousarray(x1.transpose(0, 2, 3, 1)))
+    r64 = lite.raw(np.ascontiguousarray(np.repeat(x1, 4, 0).transpose(0, 2, 3, 1)))
+    with torch.no_grad():
+        rt = det.raw(torch.from_numpy(x1))
+    print(f"check: LiteRT batch-4 vs batch-1 max diff {np.abs(r64[0][3] - r1[0][0]).max():.2e}; "
+          f"blazekit vs LiteRT logits max diff {np.abs(rt[1].numpy() - r1[1]).max():.2e}\n")
+
+    print(f"{'threads':>7} {'path':<15} {'kind':<11} {'batch':>5} {'median ms':>10} {'p90 ms':>8} {'img/s':>8} "
+          f"{'vs LiteRT':>9}")
+    ref = {(t, k, b): m for t, n, k, b, m, _ in rows if n == "litert"}
+    for t, n, k, b, m, p in rows:
+        print(f"{t:>7} {n:<15} {k:<11} {b:>5} {m:>10.2f} {p:>8.2f} {b * 1e3 / m:>8.0f} {m / ref[(t, k, b)]:>8.2f}x")
+    print("\n'vs LiteRT' = latency / LiteRT latency at the same threads, kind and batch (< 1: faster than LiteRT).")
+    print("'onnxruntime x1' = the 64 images as 64 batch-1 calls (onnxruntime's depthwise kernels are faster so).\n")
+
+    for t in args.threads:
+        best1 = min((m, n) for tt, n, k, b, m, _ in rows if tt == t and b == 1 and k == "end-to-end" and n != "litert")
+        lite1 = ref[(t, "end-to-end", 1)]
+        eager1 = next(m for tt, n, k, b, m, _ in rows if tt == t and n == "torch eager" and k == "end-to-end" and b == 1)
+        best64 = min((m, n) for tt, n, k, b, m, _ in rows if tt == t and b == 64 and k == "end-to-end" and n != "litert")
+        thr = (64e3 / best64[0]) / (1e3 / eager1)
+        print(f"threads={t}: fastest blazekit end-to-end batch 1 = {best1[1]} {best1[0]:.2f} ms vs LiteRT "
+              f"{lite1:.2f} ms (ratio {best1[0] / lite1:.2f}); batch-64 throughput ({best64[1]}) = "
+              f"{thr:.1f}x eager batch-1 throughput")
+    print("\nwhere eager PyTorch end-to-end time goes (ms per call):")
+    for (t, b), parts in splits.items():
+        total = sum(parts.values())
+        print(f"  threads={t} batch={b}: " + ", ".join(f"{k} {v:.2f} ({100 * v / total:.0f}%)" for k, v in parts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

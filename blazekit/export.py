@@ -1,0 +1,436 @@
+"""Deployment: BatchNorm folding for fast inference and ONNX export (raw or with post-processing).
+
+- :func:`fuse_bn` folds every eval-mode ``BatchNorm2d`` into the convolution that feeds it. The result
+  computes the same function with one op less per conv, so it is used for fast eager inference
+  (``detector = fuse_bn(detector)``) as well as before export.
+- :func:`export_onnx` writes a model with a dynamic batch axis. Outputs are MediaPipe's raw tensors
+  ``regressors [B, A, 4+2K]`` and ``classificators [B, A, 1]`` by default, so any MediaPipe-style
+  decoder works on them; ``with_postprocess=True`` puts decoding, the score threshold and NMS (or
+  MediaPipe's weighted blending) inside the graph and outputs the detections of the whole batch as
+  ``boxes [N, 4]`` (xyxy, network-input pixels), ``scores [N]``, ``keypoints [N, K, 2]`` and
+  ``batch_index [N]`` (int64, which image each row belongs to).
+
+The exported input is the normalised float32 NCHW tensor that ``detector.raw`` takes
+(``blazekit.preprocess.letterbox`` + ``normalize``); mapping boxes back to the original image is the
+caller's ``LetterboxInfo.to_original``, as in ``detector.predict``.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+PathLike = Union[str, os.PathLike]
+
+CONV_TYPES = (nn.Conv2d,)
+BN_TYPES = (nn.BatchNorm2d,)
+
+
+# ------------------------------------------------------------------------------------------- BN folding
+
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A new conv equal to ``bn(conv(x))`` with BN's running statistics (inference semantics)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(f"cannot fold {bn}: it tracks no running statistics")
+    if conv.out_channels != bn.num_features:
+        raise ValueError(f"cannot fold {bn} into {conv}: {conv.out_channels} != {bn.num_features} channels")
+    fused = copy.deepcopy(conv)
+    w = conv.weight.detach()
+    std = torch.sqrt(bn.running_var.detach() + bn.eps)
+    gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(std)
+    beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(std)
+    factor = gamma / std
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(std)
+    fused.weight = nn.Parameter(w * factor.reshape(-1, *([1] * (w.dim() - 1))))
+    fused.bias = nn.Parameter((bias - bn.running_mean.detach()) * factor + beta)
+    return fused
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
+def _sequential_pairs(model: nn.Module) -> List[Tuple[str, str]]:
+    """(conv, bn) names adjacent in an ``nn.Sequential``: the common case, found without running the model."""
+    pairs = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Sequential):
+            kids = list(mod.named_children())
+            for (n1, m1), (n2, m2) in zip(kids, kids[1:]):
+                if isinstance(m1, CONV_TYPES) and isinstance(m2, BN_TYPES):
+                    pre = f"{name}." if name else ""
+                    pairs.append((pre + n1, pre + n2))
+    return pairs
+
+
+def _traced_pairs(model: nn.Module, run: Any) -> List[Tuple[str, str]]:
+    """(conv, bn) names where, in an actual forward, BN's input is exactly that conv's output tensor.
+
+    Finds convs and BNs held as separate attributes (``self.conv`` / ``self.bn``). A conv output that is
+    also used elsewhere would make folding wrong; :func:`fuse_bn` catches that by checking outputs.
+    """
+    produced: Dict[int, str] = {}
+    calls: Dict[str, int] = {}
+    pairs: List[Tuple[str, str]] = []
+    handles = []
+    keep_alive: List[Tensor] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def conv_hook(mod: nn.Module, inp: Any, out: Tensor) -> None:
+        keep_alive.append(out)  # ids are only unique while the tensors live
+        produced[id(out)] = names[mod]
+        calls[names[mod]] = calls.get(names[mod], 0) + 1
+
+    def bn_hook(mod: nn.Module, inp: Any) -> None:
+        calls[names[mod]] = calls.get(names[mod], 0) + 1
+        src = produced.get(id(inp[0]))
+        if src is not None:
+            pairs.append((src, names[mod]))
+
+    for m in model.modules():
+        if isinstance(m, CONV_TYPES):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, BN_TYPES):
+            handles.append(m.register_forward_pre_hook(bn_hook))
+    try:
+        with torch.no_grad():
+            run(model)
+    finally:
+        for h in handles:
+            h.remove()
+    # a module called more than once (shared weights) cannot be folded safely
+    return [(c, b) for c, b in pairs if calls.get(c) == 1 and calls.get(b) == 1]
+
+
+def _default_run(model: nn.Module, example_input: Optional[Tensor]) -> Any:
+    if example_input is None:
+        size = getattr(model, "input_size", None) or (128, 128)
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        p = next(model.parameters(), None)
+        example_input = torch.randn(1, 3, *size, device=p.device if p is not None else "cpu")
+    return lambda m: (getattr(m, "raw", None) or m)(example_input)
+
+
+def _outputs(model: nn.Module, run: Any) -> List[Tensor]:
+    with torch.no_grad():
+        out = run(model)
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [v for v in out.values() if isinstance(v, Tensor)]
+    return [o for o in out if isinstance(o, Tensor)] if isinstance(out, (list, tuple)) else []
+
+
+def fuse_bn(model: nn.Module, example_input: Optional[Tensor] = None, inplace: bool = False,
+            verify: bool = True) -> nn.Module:
+    """Fold every ``BatchNorm2d`` that directly follows a ``Conv2d`` into it; returns an eval-mode model.
+
+    Pairs are found structurally (adjacent in an ``nn.Sequential``) and by running one forward
+    (``model.raw(x)`` when the model has it, else ``model(x)``; ``example_input`` defaults to zeros of
+    ``model.input_size``). Folded BNs become ``nn.Identity`` so module names and attributes stay.
+    ``verify`` folds a copy whose BNs get random statistics first and compares outputs, because with the
+    default statistics of an untrained model a wrong pairing would go unnoticed.
+    Use only for inference: the folded model has no BN to train.
+    """
+    target = model if inplace else copy.deepcopy(model)
+    target.eval()
+    run = _default_run(target, example_input)
+    pairs = _sequential_pairs(target)
+    seen_bn = {b for _, b in pairs}
+    seen_conv = {c for c, _ in pairs}
+    for c, b in _traced_pairs(target, run):
+        if b not in seen_bn and c not in seen_conv:
+            pairs.append((c, b))
+            seen_bn.add(b)
+            seen_conv.add(c)
+    if not pairs:
+        return target
+    if verify:
+        _verify_pairs(target, pairs, run)
+    for c, b in pairs:
+        conv, bn = target.get_submodule(c), target.get_submodule(b)
+        _set_submodule(target, c, fold_conv_bn(conv, bn))
+        _set_submodule(target, b, nn.Identity())
+    return target
+
+
+def _verify_pairs(model: nn.Module, pairs: Sequence[Tuple[str, str]], run: Any) -> None:
+    probe = copy.deepcopy(model).eval()
+    g = torch.Generator().manual_seed(0)
+    for _, b in pairs:
+        bn = probe.get_submodule(b)
+        n = bn.num_features
+        bn.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+        bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+        if bn.weight is not None:
+            bn.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            bn.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+    ref = _outputs(probe, run)
+    for c, b in pairs:
+        _set_submodule(probe, c, fold_conv_bn(probe.get_submodule(c), probe.get_submodule(b)))
+        _set_submodule(probe, b, nn.Identity())
+    got = _outputs(probe, run)
+    for r, o in zip(ref, got):
+        scale = float(r.abs().max()) + 1e-6
+        if not torch.allclose(r, o, rtol=1e-3, atol=1e-4 * scale):
+            raise RuntimeError(
+                "fuse_bn: folding changed the model output (max abs diff "
+                f"{float((r - o).abs().max()):.3g}); a conv output is probably used by more than its BatchNorm. "
+                f"Pairs found: {list(pairs)}")
+
+
+def count_batchnorm(model: nn.Module) -> int:
+    """BatchNorm layers left in ``model`` (0 after a complete :func:`fuse_bn`)."""
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+# --------------------------------------------------------------------------------- graph post-processing
+
+def _box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU [N, M] of xyxy boxes; export-friendly (no torchvision custom op)."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_a[:, None] + area_b[None, :] - inter
+    return inter / union.clamp(min=1e-12)
+
+
+def _postprocess_settings(detector: nn.Module) -> Dict[str, Any]:
+    """score_thr / iou_thr / max_det / blending of the detector's own post-processor."""
+    pp = getattr(detector, "postprocess", None)
+    if pp is None:
+        raise ValueError("export with_postprocess: the detector has no 'postprocess' attribute")
+    name = type(pp).__name__
+    if name not in ("NMS", "WeightedBlending"):
+        raise ValueError(f"export with_postprocess supports the NMS and WeightedBlending post-processors, "
+                         f"not {name}; export raw outputs and post-process outside the graph")
+    missing = [k for k in ("score_thr", "iou_thr", "max_det") if not hasattr(pp, k)]
+    if missing:
+        raise ValueError(f"export with_postprocess: {name} has no attribute(s) {missing}")
+    return {"score_thr": float(pp.score_thr), "iou_thr": float(pp.iou_thr),
+            "max_det": int(pp.max_det) if pp.max_det is not None else 10 ** 6,
+            "blending": name == "WeightedBlending"}
+
+
+class RawModel(nn.Module):
+    """``x [B,3,H,W] -> (regressors [B,A,4+2K], classificators [B,A,1])``: ``detector.raw`` as a plain module."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        reg, logits = self.detector.raw(x)
+        return reg, logits
+
+
+class PostprocessedModel(nn.Module):
+    """Raw model + decode + sigmoid + score threshold + NMS / weighted blending + per-image ``max_det``.
+
+    Written with ops that export to standard ONNX (NonMaxSuppression via torchvision's ``batched_nms``,
+    opset >= 11), so onnxruntime runs the whole detector. Results match ``detector.predict`` on inputs
+    that need no letterbox; the rows of all images come together, told apart by ``batch_index``.
+    """
+
+    def __init__(self, detector: nn.Module, input_size: Sequence[int], score_thr: float, iou_thr: float,
+                 max_det: int, blending: bool) -> None:
+        super().__init__()
+        self.detector = detector
+        self.input_size = tuple(int(s) for s in input_size)
+        self.score_thr, self.iou_thr, self.max_det, self.blending = score_thr, iou_thr, max_det, blending
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        import torchvision
+
+        reg, logits = self.detector.raw(x)
+        # the detector's own decode: same coder, anchors and logit clipping as detector.predict
+        boxes, kpts, scores = self.detector.decode(reg, logits, self.input_size)
+        b, a = scores.shape
+        batch = torch.arange(b, device=x.device)[:, None].expand(b, a).reshape(-1)
+        boxes, kpts, scores = boxes.reshape(b * a, 4), kpts.reshape(b * a, kpts.shape[-2], 2), scores.reshape(-1)
+        cand = torch.nonzero(scores >= self.score_thr).reshape(-1)
+        boxes, kpts, scores, batch = boxes[cand], kpts[cand], scores[cand], batch[cand]
+        # ONNX NonMaxSuppression reorders flipped corners, torchvision does not: give a box of negative
+        # width/height zero extent so both (and WeightedBlending's IoU) see it as empty
+        safe = torch.cat([boxes[:, :2], torch.max(boxes[:, :2], boxes[:, 2:])], dim=1)
+        keep = torchvision.ops.batched_nms(safe, scores, batch, self.iou_thr)  # sorted by score, descending
+        kb, ks, kk, kbatch = boxes[keep], scores[keep], kpts[keep], batch[keep]
+        if self.blending:
+            kb, kk = self._blend(keep, kb, kbatch, boxes, kpts, scores, batch)
+        # per-image max_det: rank of each kept row among the kept rows of its own image
+        same = (kbatch[:, None] == kbatch[None, :]).to(torch.float32)
+        rank = torch.tril(same, diagonal=-1).sum(dim=1)
+        sel = torch.nonzero(rank < self.max_det).reshape(-1)
+        return kb[sel], ks[sel], kk[sel], kbatch[sel]
+
+    def _blend(self, keep: Tensor, kb: Tensor, kbatch: Tensor, boxes: Tensor, kpts: Tensor, scores: Tensor,
+               batch: Tensor) -> Tuple[Tensor, Tensor]:
+        """MediaPipe weighted NMS: each kept box becomes the score-weighted mean of the candidates it suppressed.
+
+        A candidate belongs to the first (highest-scoring) kept box of its image that overlaps it by more
+        than ``iou_thr`` -- the same clusters as MediaPipe's greedy loop, computed with matrices.
+        """
+        overlap = (_box_iou(kb, boxes) > self.iou_thr) & (kbatch[:, None] == batch[None, :])  # [K, M]
+        # a kept box always owns itself, even when empty (IoU 0), like WeightedBlending
+        overlap = overlap | (torch.arange(boxes.shape[0], device=boxes.device)[None, :] == keep[:, None])
+        first = torch.cumsum(overlap.to(torch.int64), dim=0) == 1
+        owner = (overlap & first).to(scores.dtype)  # one-hot over K (columns without an owner stay 0)
+        wgt = owner * scores[None, :]
+        total = wgt.sum(dim=1, keepdim=True).clamp(min=1e-12)
+        blended_boxes = (wgt @ boxes) / total
+        blended_kpts = (wgt @ kpts.flatten(1)) / total
+        return blended_boxes, blended_kpts.reshape(-1, kpts.shape[1], 2)
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+RAW_OUTPUTS = ["regressors", "classificators"]
+POSTPROCESS_OUTPUTS = ["boxes", "scores", "keypoints", "batch_index"]
+
+
+def export_onnx(detector: nn.Module, path: PathLike, *, with_postprocess: bool = False,
+                input_size: Optional[Sequence[int]] = None, opset: int = 17, fold_bn: bool = True,
+                score_thr: Optional[float] = None, iou_thr: Optional[float] = None, max_det: Optional[int] = None,
+                check: bool = True) -> Path:
+    """Write ``detector`` as ONNX with a dynamic batch axis; returns the path.
+
+    Input ``images`` float32 [B, 3, H, W] (``input_size`` default: ``detector.input_size``).
+    Outputs: ``regressors``, ``classificators`` (raw, MediaPipe layout) or, ``with_postprocess``,
+    ``boxes``, ``scores``, ``keypoints``, ``batch_index`` (thresholds default to the detector's own
+    post-processor). BN is folded first (``fold_bn``) so the graph holds plain convolutions.
+    ``check`` runs ``onnx.checker`` when onnx is installed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = tuple(int(s) for s in (input_size or getattr(detector, "input_size", None) or ()))
+    if len(size) != 2:
+        raise ValueError(f"export_onnx: input_size must be [H, W], got {input_size!r} "
+                         f"(and the detector has no input_size attribute)")
+    was_training = detector.training
+    model = fuse_bn(detector, example_input=torch.zeros(1, 3, *size)) if fold_bn else copy.deepcopy(detector).eval()
+    model = model.float().cpu()
+    if with_postprocess:
+        pp = _postprocess_settings(detector)
+        pp.update({k: v for k, v in (("score_thr", score_thr), ("iou_thr", iou_thr), ("max_det", max_det))
+                   if v is not None})
+        wrapper: nn.Module = PostprocessedModel(model, size, **pp)
+        outputs = POSTPROCESS_OUTPUTS
+        dyn = {"images": {0: "batch"}, **{o: {0: "detections"} for o in outputs}}
+    else:
+        wrapper = RawModel(model)
+        outputs = RAW_OUTPUTS
+        dyn = {"images": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
+    wrapper.eval()
+    dummy = torch.zeros(2, 3, *size)  # batch 2 so the exporter cannot specialise on 1
+    kwargs: Dict[str, Any] = dict(input_names=["images"], output_names=outputs, dynamic_axes=dyn,
+                                  opset_version=opset, do_constant_folding=True)
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False  # the TorchScript exporter knows torchvision's NMS -> NonMaxSuppression
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about data-dependent shapes are expected here
+        torch.onnx.export(wrapper, (dummy,), str(path), **kwargs)
+    if was_training:
+        detector.train()
+    if check:
+        try:
+            import onnx
+        except ImportError:
+            return path
+        onnx.checker.check_model(onnx.load(str(path)))
+    return path
+
+
+def onnx_session(path: PathLike, threads: Optional[int] = None) -> Any:
+    """An onnxruntime CPU session with full graph optimisation; ``threads`` fixes intra-op threads.
+
+    Raises ImportError with the install hint when onnxruntime is missing.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ImportError("onnxruntime is not installed: pip install -e .[export]") from exc
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def verify_onnx(detector: nn.Module, path: PathLike, input_size: Optional[Sequence[int]] = None,
+                batch: int = 2, seed: int = 0) -> float:
+    """Max abs difference between a raw-output ONNX file (onnxruntime) and ``detector.raw`` on random input."""
+    import numpy as np
+
+    size = tuple(int(s) for s in (input_size or detector.input_size))
+    x = torch.rand(batch, 3, *size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    sess = onnx_session(path)
+    got = sess.run(None, {"images": x.numpy()})
+    p = next(detector.parameters())
+    with torch.no_grad():
+        ref = [t.detach().cpu().numpy() for t in detector.eval().raw(x.to(p.device))]
+    return max(float(np.abs(r - g).max()) for r, g in zip(ref, got))
+
+
+class OnnxDetector:
+    """``detector.predict`` on onnxruntime: letterbox + normalise, the with-postprocess graph, map back.
+
+    The deployment twin of ``BlazeFace.predict`` (same pre-processing code, same outputs: per image
+    ``boxes`` [N,4] / ``scores`` [N] / ``keypoints`` [N,K,2] in original pixels, numpy float32).
+    ``micro_batch`` splits large batches: onnxruntime's depthwise kernels run fastest on small
+    batches on CPU (measured in ``benchmarks/latency.py``), so throughput is best with a few images
+    per call.
+    """
+
+    def __init__(self, path: PathLike, input_size: Sequence[int], normalize: str = "minus_one_one",
+                 pad_value: int = 0, resize: str = "letterbox", threads: Optional[int] = None,
+                 micro_batch: int = 1) -> None:
+        self.session = onnx_session(path, threads)
+        names = [o.name for o in self.session.get_outputs()]
+        if names != POSTPROCESS_OUTPUTS:
+            raise ValueError(f"{path}: outputs {names}, expected {POSTPROCESS_OUTPUTS}; export with "
+                             "with_postprocess=True (tools/export.py --with-postprocess)")
+        self.input_size = tuple(int(s) for s in input_size)
+        self.normalize, self.pad_value, self.resize = normalize, int(pad_value), resize
+        self.micro_batch = max(1, int(micro_batch))
+
+    @classmethod
+    def from_detector(cls, detector: nn.Module, path: PathLike, **kwargs: Any) -> "OnnxDetector":
+        """Export ``detector`` with post-processing to ``path`` and open it with its own pre-processing."""
+        export_onnx(detector, path, with_postprocess=True)
+        pp = getattr(detector, "preprocess_cfg", {}) or {}
+        return cls(path, detector.input_size, normalize=pp.get("normalize", "minus_one_one"),
+                   pad_value=pp.get("pad_value", 0), resize=pp.get("resize", "letterbox"), **kwargs)
+
+    def predict(self, images: Sequence[Any]) -> List[Dict[str, Any]]:
+        import numpy as np
+
+        from .preprocess import letterbox, normalize
+
+        out: List[Dict[str, Any]] = []
+        for start in range(0, len(images), self.micro_batch):
+            chunk = images[start:start + self.micro_batch]
+            arrays, infos = [], []
+            for img in chunk:
+                boxed, info = letterbox(img, self.input_size, pad_value=self.pad_value, mode=self.resize)
+                arrays.append(normalize(boxed, self.normalize))
+                infos.append(info)
+            boxes, scores, kpts, bidx = self.session.run(None, {"images": np.stack(arrays)})
+            for i, info in enumerate(infos):
+                m = bidx == i
+                k = kpts[m]
+                out.append({"boxes": info.to_original(boxes[m]).reshape(-1, 4), "scores": scores[m],
+                            "keypoints": info.to_original(k.reshape(len(k), 2 * k.shape[1])).reshape(k.shape)})
+        return out

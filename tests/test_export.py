@@ -1,0 +1,171 @@
+"""BN folding and ONNX export: same numbers as PyTorch and as MediaPipe's LiteRT reference outputs."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from blazekit.export import count_batchnorm, export_onnx, fuse_bn
+from blazekit.models.detector import build_detector
+
+from conftest import REPO, shared_path
+
+FRONT = "_base_/models/blazeface_front.yml"
+BACK = "_base_/models/blazeface_back.yml"
+PAPER = "_base_/models/blazeface_paper.yml"
+REF_NAMES = ["1face", "3faces", "4faces", "astronaut"]
+
+
+def _randomize(det: nn.Module, seed: int = 0) -> nn.Module:
+    """Give an untrained detector non-trivial BN statistics and a head that fires, so comparisons mean something."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in det.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+        for c in det.head.cls_convs:
+            c.weight.copy_(torch.randn(c.weight.shape, generator=g) * 0.3)
+            c.bias.zero_()
+        for c in det.head.reg_convs:
+            c.weight.copy_(torch.randn(c.weight.shape, generator=g) * 2.0)
+        # logits within +-4: saturated sigmoids would tie at 1.0 and make NMS order arbitrary
+        x = torch.rand(2, 3, *det.input_size, generator=g) * 2 - 1
+        peak = float(det.eval().raw(x)[1].abs().max())
+        for c in det.head.cls_convs:
+            c.weight.mul_(4.0 / peak)
+    return det.eval()
+
+
+@pytest.fixture(scope="module")
+def front():
+    return build_detector(FRONT, weights="mediapipe_short_range")
+
+
+def _reference():
+    ref = shared_path("weights", "reference")
+    x = np.concatenate([np.load(ref / f"{n}_input.npy") for n in REF_NAMES]).transpose(0, 3, 1, 2)
+    reg = np.concatenate([np.load(ref / f"{n}_regressors.npy") for n in REF_NAMES])
+    cls = np.concatenate([np.load(ref / f"{n}_classificators.npy") for n in REF_NAMES])
+    return np.ascontiguousarray(x), reg, cls
+
+
+def _assert_close(got, ref, what):
+    tol = 1e-3 + 1e-5 * np.abs(ref)
+    bad = np.abs(got - ref) > tol
+    assert not bad.any(), f"{what}: {bad.sum()} elements off, max abs diff {np.abs(got - ref).max():.3g}"
+
+
+@pytest.mark.parametrize("cfg", [FRONT, BACK, PAPER])
+def test_fuse_bn_removes_every_bn_and_keeps_outputs(cfg):
+    det = _randomize(build_detector(cfg))
+    fused = fuse_bn(det)
+    assert count_batchnorm(det) > 30 and count_batchnorm(fused) == 0
+    assert count_batchnorm(det) > 0, "fuse_bn must not modify its input (inplace=False)"
+    x = torch.rand(2, 3, *det.input_size, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        for a, b in zip(det.raw(x), fused.raw(x)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max())), float((a - b).abs().max())
+
+
+def test_fuse_bn_keeps_predictions(front):
+    img = (np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8)
+    img[100:200, 150:250] = 200
+    fused = fuse_bn(front)
+    a, b = front.predict([img])[0], fused.predict([img])[0]
+    assert len(a["boxes"]) == len(b["boxes"])
+    np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-2)
+
+
+def test_fuse_bn_refuses_a_conv_output_used_twice():
+    class Shared(nn.Module):  # conv output goes to BN *and* to the residual: folding would change it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y
+
+    with pytest.raises(RuntimeError, match="used by more than its BatchNorm"):
+        fuse_bn(Shared().eval(), example_input=torch.randn(1, 3, 8, 8))
+
+
+def test_onnx_raw_matches_torch_and_litert(front, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    x, reg_ref, cls_ref = _reference()
+    path = export_onnx(front, tmp_path / "front.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["regressors", "classificators"]
+    reg, cls = sess.run(None, {"images": x})  # batch 4 although exported with batch 2: dynamic batch
+    assert reg.shape == (4, 896, 16) and cls.shape == (4, 896, 1)
+    _assert_close(reg, reg_ref, "ONNX regressors vs LiteRT")
+    _assert_close(cls, cls_ref, "ONNX classificators vs LiteRT")
+    with torch.no_grad():
+        t_reg, t_cls = (t.numpy() for t in front.raw(torch.from_numpy(x)))
+    _assert_close(reg, t_reg, "ONNX regressors vs PyTorch")
+    _assert_close(cls, t_cls, "ONNX classificators vs PyTorch")
+    one = sess.run(None, {"images": x[3:4]})[1]
+    np.testing.assert_allclose(one, cls[3:4], atol=1e-4)
+
+
+def _check_postprocess_graph(det, path, images_uint8, ort):
+    """ONNX detections == detector.predict on images already at the input size (letterbox is identity)."""
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from blazekit.preprocess import normalize
+
+    x = np.stack([normalize(im) for im in images_uint8])
+    boxes, scores, kpts, bidx = sess.run(None, {"images": x})
+    expected = det.predict(list(images_uint8))
+    total = 0
+    for i, e in enumerate(expected):
+        m = bidx == i
+        assert m.sum() == len(e["scores"]), f"image {i}: {m.sum()} ONNX detections vs {len(e['scores'])}"
+        np.testing.assert_allclose(boxes[m], e["boxes"], atol=2e-3)
+        np.testing.assert_allclose(scores[m], e["scores"], atol=1e-4)
+        np.testing.assert_allclose(kpts[m], e["keypoints"], atol=2e-3)
+        total += len(e["scores"])
+    return total
+
+
+def test_onnx_with_postprocess_matches_predict(front, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    x, _, _ = _reference()
+    images = np.round((x.transpose(0, 2, 3, 1) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    path = export_onnx(front, tmp_path / "front_pp.onnx", with_postprocess=True)
+    n = _check_postprocess_graph(front, path, images, ort)
+    assert n >= 3  # 1face, 3faces (some), astronaut: real faces found through the whole graph
+
+
+@pytest.mark.parametrize("cfg", [BACK, PAPER])
+def test_back_and_paper_models_export(cfg, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    det = _randomize(build_detector(cfg))
+    h, w = det.input_size
+    raw_path = export_onnx(det, tmp_path / "raw.onnx")
+    x = torch.rand(3, 3, h, w, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    got = ort.InferenceSession(str(raw_path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        ref = [t.numpy() for t in det.raw(x)]
+    for g, r, name in zip(got, ref, ("regressors", "classificators")):
+        _assert_close(g, r, f"{cfg} {name}")
+    images = (np.random.default_rng(3).random((2, h, w, 3)) * 255).astype(np.uint8)
+    pp_path = export_onnx(det, tmp_path / "pp.onnx", with_postprocess=True)
+    assert _check_postprocess_graph(det, pp_path, images, ort) > 0
+
+
+def test_export_cli(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "m.onnx"
+    r = subprocess.run([sys.executable, "tools/export.py", FRONT, "--weights", "mediapipe_short_range",
+                        "--format", "onnx", "--out", str(out), "--verify"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert out.is_file() and "max abs diff" in r.stdout
+    err = float(r.stdout.rsplit("max abs diff", 1)[1].strip())
+    assert err < 1e-3
