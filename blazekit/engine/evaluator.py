@@ -1,0 +1,286 @@
+"""Run a detector over the evaluation dataset(s) and compute COCO AP, WIDER AP and keypoint NME.
+
+``evaluate(detector, cfg, split="val")`` is what the trainer calls for periodic validation and what
+``tools/eval.py`` calls once. It reads the *raw* dataset (no transforms: ``detector.predict`` does its
+own letterbox), predicts in batches with a progress bar, and returns flat metric keys::
+
+    coco/AP coco/AP50 coco/AP75 coco/APs coco/APm coco/APl coco/AR ...   every dataset
+    wider/easy wider/medium wider/hard                                   WIDER FACE with its .mat ground truth
+    nme nme/faces_matched nme/faces                                      datasets with keypoints
+
+Options live in the config's ``eval:`` section (all optional)::
+
+    eval:
+      score_thr: 0.02        # detection score threshold during evaluation (model.postprocess.score_thr otherwise)
+      max_det: 1000          # detections kept per image during evaluation
+      test_scale: null       # network input: null = model.input_size, [H, W], or "original" (each image's own size)
+      max_dets: [1, 10, 1000]  # COCO maxDets (100 caps recall on crowded WIDER images)
+      min_size: null         # faces smaller than this (px, max side) are ignored regions
+      batch_size: 16
+      wider_gt_dir: null     # default <dataset root>/eval_tools/ground_truth
+      wider_iou_mode: matlab # official integer IoU; "float" = the Python port
+
+Dataset paths may use ``${BLAZEKIT_SHARED}`` (default: ``shared/`` beside the checkout) or any other
+environment variable; they are expanded here.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..evaluation.coco import CocoDetections, CocoImage, evaluate_coco
+from ..evaluation.keypoints import NMEAccumulator
+from ..evaluation.wider import (WiderGroundTruth, WiderResult, evaluate_wider, key_from_path, load_wider_gt,
+                                write_predictions, xyxy_to_wider)
+
+REPO = Path(__file__).resolve().parent.parent.parent
+DEFAULT_EVAL = {"score_thr": None, "max_det": 1000, "test_scale": None, "max_dets": [1, 10, 1000], "min_size": None,
+                "batch_size": 16, "wider_gt_dir": None, "wider_iou_mode": "matlab"}
+_VAR = re.compile(r"\$\{([^}:]+)(?::-([^}]*))?\}")
+
+
+def expand_env(obj: Any) -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of a config; an unset variable is an error.
+
+    ``BLAZEKIT_SHARED`` defaults to the ``shared`` folder beside the checkout (as in the tests).
+    """
+    if isinstance(obj, Mapping):
+        return {k: expand_env(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(expand_env(v) for v in obj)
+    if not isinstance(obj, str) or "${" not in obj:
+        return obj
+
+    def sub(m: "re.Match[str]") -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        if name == "BLAZEKIT_SHARED":
+            return str(REPO.parent / "shared")
+        raise KeyError(f"config value {obj!r} uses ${{{name}}} but the environment variable {name} is not set")
+
+    return _VAR.sub(sub, obj)
+
+
+def _dataset_cfgs(cfg: Mapping[str, Any], split: str) -> List[Tuple[str, Dict[str, Any]]]:
+    data = cfg.get("data") or {}
+    if split not in data or not data[split]:
+        raise KeyError(f"config has no data.{split} section to evaluate (has: {', '.join(data) or 'nothing'})")
+    ds = data[split].get("dataset") if isinstance(data[split], Mapping) else None
+    if ds is None:
+        raise KeyError(f"data.{split}.dataset is missing")
+    if isinstance(ds, Mapping) and ds.get("type") == "ConcatDataset":
+        ds = ds.get("datasets", [])
+    if isinstance(ds, Mapping):
+        return [("", expand_env(dict(ds)))]
+    out = []
+    for i, d in enumerate(ds):
+        name = d.get("name") or f"{str(d.get('type', 'dataset')).lower()}{i}"
+        out.append((name, expand_env({k: v for k, v in d.items() if k != "name"})))
+    return out
+
+
+@dataclass
+class DatasetPredictions:
+    """Everything one dataset's evaluation needs, collected in one pass over the images."""
+
+    gt: List[CocoImage] = field(default_factory=list)
+    dets: Dict[Any, CocoDetections] = field(default_factory=dict)
+    wider: Dict[Tuple[str, str], np.ndarray] = field(default_factory=dict)
+    nme: Optional[NMEAccumulator] = None
+
+
+class Evaluator:
+    """Evaluates ``detector`` on ``cfg['data'][split]``; call :meth:`run` (or use :func:`evaluate`)."""
+
+    def __init__(self, detector: Any, cfg: Mapping[str, Any], split: str = "val", progress: bool = True,
+                 max_images: Optional[int] = None, save_preds: Optional[Union[str, os.PathLike]] = None) -> None:
+        self.detector = detector
+        self.cfg = cfg
+        self.split = split
+        self.progress = progress
+        self.max_images = max_images
+        self.save_preds = Path(save_preds) if save_preds else None
+        unknown = set((cfg.get("eval") or {})) - set(DEFAULT_EVAL)
+        if unknown:
+            raise KeyError(f"eval: unknown option(s) {sorted(unknown)}; accepted: {', '.join(DEFAULT_EVAL)}")
+        self.opts = {**DEFAULT_EVAL, **(cfg.get("eval") or {})}
+        self.wider_results: Dict[str, WiderResult] = {}
+
+    # -- settings --------------------------------------------------------------------------------
+    def _input_size(self, image: np.ndarray) -> Optional[Tuple[int, int]]:
+        scale = self.opts["test_scale"]
+        if scale is None:
+            return None
+        if isinstance(scale, str):
+            if scale != "original":
+                raise ValueError(f"eval.test_scale must be null, [H, W] or 'original', got {scale!r}")
+            stride = max(getattr(getattr(self.detector, "backbone", None), "strides", None) or [16])
+            h, w = image.shape[:2]
+            return int(math.ceil(h / stride) * stride), int(math.ceil(w / stride) * stride)
+        if isinstance(scale, (int, float)):
+            return int(scale), int(scale)
+        return int(scale[0]), int(scale[1])
+
+    @property
+    def settings(self) -> Dict[str, Any]:
+        """What the numbers were measured at (printed and written next to the metrics)."""
+        post = getattr(self.detector, "postprocess", None)
+        thr = self.opts["score_thr"] if self.opts["score_thr"] is not None else getattr(post, "score_thr", None)
+        scale = self.opts["test_scale"]
+        if scale is None:
+            size = (self.cfg.get("model") or {}).get("input_size")
+            scale = f"{size[0]}x{size[1]} (model input)" if size else "model input"
+        elif not isinstance(scale, str):
+            scale = f"{scale[0]}x{scale[1]}" if isinstance(scale, (list, tuple)) else f"{scale}x{scale}"
+        return {"settings/score_thr": thr, "settings/test_scale": scale, "settings/max_det": self.opts["max_det"],
+                "settings/coco_max_dets": list(self.opts["max_dets"]), "settings/split": self.split,
+                "settings/wider_iou_mode": self.opts["wider_iou_mode"]}
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self) -> Dict[str, float]:
+        results: Dict[str, float] = {}
+        was_training = getattr(self.detector, "training", False)
+        if hasattr(self.detector, "eval"):
+            self.detector.eval()
+        try:
+            for name, ds_cfg in _dataset_cfgs(self.cfg, self.split):
+                prefix = f"{name}/" if name else ""
+                metrics = self._evaluate_dataset(name, ds_cfg)
+                results.update({prefix + k: v for k, v in metrics.items()})
+        finally:
+            if was_training and hasattr(self.detector, "train"):
+                self.detector.train()
+        return results
+
+    def _predict(self, images: List[np.ndarray]) -> List[Dict[str, np.ndarray]]:
+        """``detector.predict`` per input size, with the evaluation score threshold and detection cap."""
+        import inspect
+
+        import torch
+
+        params = inspect.signature(self.detector.predict).parameters
+        kwargs = {k: self.opts[k] for k in ("score_thr", "max_det") if k in params and self.opts[k] is not None}
+        sizes = [self._input_size(im) for im in images]
+        outs: List[Optional[Dict[str, np.ndarray]]] = [None] * len(images)
+        with torch.no_grad():
+            for size in dict.fromkeys(sizes):  # one predict call per input size
+                idx = [i for i, s in enumerate(sizes) if s == size]
+                batch = [images[i] for i in idx]
+                extra = {} if size is None else {"input_size": size}
+                for i, r in zip(idx, self.detector.predict(batch, **kwargs, **extra)):
+                    outs[i] = r
+        return outs  # type: ignore[return-value]
+
+    def _evaluate_dataset(self, name: str, ds_cfg: Dict[str, Any]) -> Dict[str, float]:
+        from ..data import build_dataset
+        from tqdm import tqdm
+
+        dataset = build_dataset(ds_cfg)
+        n = len(dataset) if self.max_images is None else min(len(dataset), int(self.max_images))
+        collected = DatasetPredictions()
+        score_thr = self.opts["score_thr"]
+        bs = max(1, int(self.opts["batch_size"]))
+        bar = tqdm(total=n, desc=f"eval {name or ds_cfg.get('type', '')}".strip(), disable=not self.progress,
+                   unit="img", leave=False)
+        for start in range(0, n, bs):
+            samples = [dataset[i] for i in range(start, min(n, start + bs))]
+            preds = self._predict([s["image"] for s in samples])
+            for s, p in zip(samples, preds):
+                self._collect(collected, s, p, score_thr)
+            bar.update(len(samples))
+        bar.close()
+        return self._metrics(name, ds_cfg, collected)
+
+    def _collect(self, c: DatasetPredictions, sample: Mapping[str, Any], pred: Mapping[str, Any],
+                 score_thr: Optional[float]) -> None:
+        boxes = np.asarray(pred["boxes"], np.float64).reshape(-1, 4)
+        scores = np.asarray(pred["scores"], np.float64).reshape(-1)
+        kpts = pred.get("keypoints")
+        if score_thr is not None:  # in case the post-processor has no score_thr to set
+            keep = scores >= score_thr
+            boxes, scores = boxes[keep], scores[keep]
+            kpts = None if kpts is None else np.asarray(kpts)[keep]
+        h, w = sample["image"].shape[:2]
+        gt_boxes = np.asarray(sample["boxes"], np.float64).reshape(-1, 4)
+        ignore = np.zeros(len(gt_boxes), bool)
+        if sample.get("ignore") is not None:
+            ignore |= np.asarray(sample["ignore"], bool).reshape(-1)
+        extras = sample.get("extras") or {}
+        if isinstance(extras, Mapping) and extras.get("invalid") is not None:
+            ignore |= np.asarray(extras["invalid"], bool).reshape(-1)
+        if self.opts["min_size"]:
+            side = np.maximum(gt_boxes[:, 2] - gt_boxes[:, 0], gt_boxes[:, 3] - gt_boxes[:, 1])
+            ignore |= side < float(self.opts["min_size"])
+        image_id = sample.get("image_id", len(c.gt))
+        c.gt.append(CocoImage(image_id=image_id, width=w, height=h, boxes=gt_boxes, ignore=ignore))
+        c.dets[image_id] = CocoDetections(boxes=boxes, scores=scores)
+        if sample.get("path"):
+            c.wider[key_from_path(sample["path"])] = xyxy_to_wider(boxes, scores)
+        vis = sample.get("keypoints_visible")
+        if kpts is not None and vis is not None and np.asarray(vis).any():
+            if c.nme is None:
+                c.nme = NMEAccumulator()
+            c.nme.add(gt_boxes, sample["keypoints"], vis, boxes, scores, kpts, gt_ignore=ignore)
+
+    def _wider_gt_dir(self, ds_cfg: Mapping[str, Any]) -> Optional[Path]:
+        if self.opts["wider_gt_dir"]:
+            return Path(expand_env(self.opts["wider_gt_dir"]))
+        if str(ds_cfg.get("type", "")).lower().replace("_", "") != "widerface" or not ds_cfg.get("root"):
+            return None
+        return Path(ds_cfg["root"]) / "eval_tools" / "ground_truth"
+
+    def _metrics(self, name: str, ds_cfg: Mapping[str, Any], c: DatasetPredictions) -> Dict[str, float]:
+        out = {f"coco/{k}": v for k, v in evaluate_coco(c.gt, c.dets, max_dets=self.opts["max_dets"]).items()}
+        gt_dir = self._wider_gt_dir(ds_cfg)
+        if gt_dir is not None:
+            if self.save_preds is not None:
+                write_predictions(c.wider, self.save_preds / name if name else self.save_preds)
+            if (gt_dir / "wider_face_val.mat").is_file():
+                gt = load_wider_gt(gt_dir)
+                if self.max_images is not None or len(c.wider) < len(gt.keys):
+                    gt = subset_ground_truth(gt, c.wider.keys())
+                res = evaluate_wider(c.wider, gt, iou_mode=self.opts["wider_iou_mode"])
+                self.wider_results[name] = res
+                out.update({f"wider/{k}": v for k, v in res.ap.items()})
+            else:
+                warnings.warn(f"WIDER ground truth {gt_dir}/wider_face_val.mat not found: no wider/easy|medium|hard "
+                              "(set eval.wider_gt_dir to the official eval_tools/ground_truth folder)")
+        if c.nme is not None:
+            out.update(c.nme.result())
+        return out
+
+
+def subset_ground_truth(gt: WiderGroundTruth, keys) -> WiderGroundTruth:
+    """The ground truth of the evaluated images only (e.g. a quick run over the first N images)."""
+    wanted = set(keys)
+    idx = [i for i, k in enumerate(gt.keys) if k in wanted]
+    return WiderGroundTruth(keys=[gt.keys[i] for i in idx], boxes=[gt.boxes[i] for i in idx],
+                            keep={s: [v[i] for i in idx] for s, v in gt.keep.items()})
+
+
+def evaluate(detector: Any, cfg: Mapping[str, Any], split: str = "val", progress: bool = True,
+             max_images: Optional[int] = None, save_preds: Optional[Union[str, os.PathLike]] = None) -> Dict[str, float]:
+    """Evaluate ``detector`` on ``cfg['data'][split]``; flat ``{metric: value}`` (see the module docstring).
+
+    ``cfg['eval']`` ``score_thr``/``max_det`` are passed to ``detector.predict`` (the model's own settings
+    are untouched) and its train/eval mode is restored, so the trainer can call this between epochs.
+    """
+    return Evaluator(detector, cfg, split=split, progress=progress, max_images=max_images, save_preds=save_preds).run()
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+    """Two-column text table of metrics (numbers to 4 decimals)."""
+    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in results.items()]
+    width = max((len(k) for k, _ in rows), default=6)
+    line = "-" * (width + 12)
+    return "\n".join([line, *(f"{k:<{width}}  {v:>8}" for k, v in rows), line])

@@ -1,0 +1,95 @@
+"""End to end: tools/eval.py on WIDER FACE mini from the shipped MediaPipe checkpoint, and tools/wider_eval.py."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+
+
+def _config(tmp_path, shared_root):
+    cfg = tmp_path / "mini_eval.yml"
+    cfg.write_text("_base_: [_base_/models/blazeface_front.yml, _base_/datasets/widerface_mini_eval.yml]\n")
+    return cfg
+
+
+def test_expand_env_defaults_and_errors(monkeypatch):
+    from blazekit.engine.evaluator import expand_env
+
+    monkeypatch.setenv("BLAZEKIT_SHARED", "/data/shared")
+    assert expand_env({"a": ["${BLAZEKIT_SHARED}/x", 3]}) == {"a": ["/data/shared/x", 3]}
+    assert expand_env("${NOPE_NOT_SET:-/fallback}/y") == "/fallback/y"
+    with pytest.raises(KeyError, match="NOPE_NOT_SET"):
+        expand_env("${NOPE_NOT_SET}/y")
+
+
+def test_eval_tool_on_widerface_mini_subset(shared, tmp_path, monkeypatch):
+    root = shared("data", "widerface_mini")
+    monkeypatch.setenv("BLAZEKIT_SHARED", str(root.parent.parent))
+    import eval as eval_tool  # tools/eval.py
+    from blazekit.engine.evaluator import subset_ground_truth
+    from blazekit.evaluation.wider import evaluate_wider, load_wider_gt, read_predictions
+
+    out = tmp_path / "results.json"
+    preds_dir = tmp_path / "preds"
+    rc = eval_tool.main([str(_config(tmp_path, root)), "--weights", "mediapipe_short_range", "--max-images", "6",
+                         "--quiet", "--out", str(out), "--save-preds", str(preds_dir),
+                         "--set", "eval.test_scale=[512, 512]"])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    for key in ("coco/AP", "coco/AP50", "coco/AR", "wider/easy", "wider/medium", "wider/hard"):
+        assert 0.0 <= res[key] <= 1.0, key
+    assert res["settings/score_thr"] == 0.02 and res["settings/test_scale"] == "512x512"
+    assert res["wider/easy"] > 0.3  # MediaPipe short-range finds the large faces at 512 px
+    assert res["wider/easy"] >= res["wider/medium"] >= res["wider/hard"]
+    assert (tmp_path / "results_wider_pr.png").stat().st_size > 1000
+    # the official files written by --save-preds give the same numbers through the file reader
+    files = sorted(preds_dir.glob("*/*.txt"))
+    assert len(files) == 6
+    gt = load_wider_gt(root / "eval_tools" / "ground_truth")
+    gt = subset_ground_truth(gt, [(f.parent.name, f.stem) for f in files])
+    again = evaluate_wider(read_predictions(preds_dir, gt), gt).ap
+    assert again == pytest.approx({s: res[f"wider/{s}"] for s in again}, abs=1e-12)
+
+
+def test_wider_eval_tool_writes_json_and_plot(shared, tmp_path, capsys):
+    import wider_eval
+
+    from blazekit.evaluation.wider import load_wider_gt, write_predictions
+
+    gt_dir = shared("data", "widerface_mini", "eval_tools", "ground_truth")
+    gt = load_wider_gt(gt_dir)
+    rng = np.random.default_rng(0)
+    preds = {k: np.concatenate([b + rng.normal(0, 1, b.shape), rng.random((len(b), 1))], 1)
+             for k, b in list(zip(gt.keys, gt.boxes))[:-1]}  # last image missing -> warning, counted as misses
+    write_predictions(preds, tmp_path / "pred")
+    with pytest.warns(UserWarning, match="1 of 153 prediction files missing"):
+        assert wider_eval.main(["--pred", str(tmp_path / "pred"), "--gt", str(gt_dir),
+                                "--out", str(tmp_path / "r.json")]) == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert set(r) == {"easy", "medium", "hard"} and all(0.5 < v < 1.0 for v in r.values())
+    assert (tmp_path / "wider_pr.png").stat().st_size > 1000
+    assert "Easy    AP" in capsys.readouterr().out
+
+
+def test_evaluate_reports_nme_on_landmarks_mini(shared, tmp_path, monkeypatch):
+    ann = shared("data", "landmarks_mini", "annotations.json")
+    import blazekit
+    from blazekit import config as cfglib
+    from blazekit.engine.evaluator import evaluate
+
+    cfg_path = tmp_path / "lm.yml"
+    cfg_path.write_text("_base_: [_base_/models/blazeface_front.yml]\n"
+                        f"data: {{val: {{dataset: {{type: CocoFaces, ann_file: '{ann}'}}}}}}\n"
+                        "eval: {score_thr: 0.02}\n")
+    cfg = cfglib.load(cfg_path)
+    det = blazekit.build_detector(cfg, weights="mediapipe_short_range")
+    det.train()
+    res = evaluate(det, cfg, progress=False)
+    assert det.training  # mode restored for the trainer
+    assert res["nme/faces"] == 46 and 5 <= res["nme/faces_matched"] <= 46
+    assert 0.0 < res["nme"] < 0.5
+    assert 0.0 < res["coco/AP50"] <= 1.0 and "wider/easy" not in res
