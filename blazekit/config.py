@@ -11,7 +11,7 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, MutableMapping, Optional, Union
 
 import yaml
 
@@ -131,6 +131,34 @@ def _load_with_bases(path: Path, stack: tuple) -> Dict[str, Any]:
     if imports:
         cfg["imports"] = imports
     return cfg
+
+
+_VAR = re.compile(r"\$\{([^}:]+)(?::-([^}]*))?\}")
+
+
+def expand_env(obj: Any) -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of a config; an unset variable is an error.
+
+    ``BLAZEKIT_SHARED`` (the shared data folder) defaults to ``shared/`` beside the checkout, as in the tests.
+    """
+    if isinstance(obj, Mapping):
+        return {k: expand_env(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(expand_env(v) for v in obj)
+    if not isinstance(obj, str) or "${" not in obj:
+        return obj
+
+    def sub(m: "re.Match[str]") -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        if name == "BLAZEKIT_SHARED":
+            return str(CONFIG_DIR.parent.parent / "shared")
+        raise ConfigError(f"config value {obj!r} uses ${{{name}}} but the environment variable {name} is not set")
+
+    return _VAR.sub(sub, obj)
 
 
 def get(cfg: Mapping[str, Any], dotted: str, default: Any = ...) -> Any:

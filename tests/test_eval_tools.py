@@ -17,12 +17,12 @@ def _config(tmp_path, shared_root):
 
 
 def test_expand_env_defaults_and_errors(monkeypatch):
-    from blazekit.engine.evaluator import expand_env
+    from blazekit.config import ConfigError, expand_env
 
     monkeypatch.setenv("BLAZEKIT_SHARED", "/data/shared")
     assert expand_env({"a": ["${BLAZEKIT_SHARED}/x", 3]}) == {"a": ["/data/shared/x", 3]}
     assert expand_env("${NOPE_NOT_SET:-/fallback}/y") == "/fallback/y"
-    with pytest.raises(KeyError, match="NOPE_NOT_SET"):
+    with pytest.raises(ConfigError, match="NOPE_NOT_SET"):
         expand_env("${NOPE_NOT_SET}/y")
 
 

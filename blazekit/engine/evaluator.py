@@ -21,54 +21,27 @@ Options live in the config's ``eval:`` section (all optional)::
       wider_iou_mode: matlab # official integer IoU; "float" = the Python port
 
 Dataset paths may use ``${BLAZEKIT_SHARED}`` (default: ``shared/`` beside the checkout) or any other
-environment variable; they are expanded here.
+environment variable; `blazekit.config.expand_env` expands them.
 """
 from __future__ import annotations
 
 import math
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from ..config import expand_env
 from ..evaluation.coco import CocoDetections, CocoImage, evaluate_coco
 from ..evaluation.keypoints import NMEAccumulator
 from ..evaluation.wider import (WiderGroundTruth, WiderResult, evaluate_wider, key_from_path, load_wider_gt,
                                 write_predictions, xyxy_to_wider)
 
-REPO = Path(__file__).resolve().parent.parent.parent
 DEFAULT_EVAL = {"score_thr": None, "max_det": 1000, "test_scale": None, "max_dets": [1, 10, 1000], "min_size": None,
                 "batch_size": 16, "wider_gt_dir": None, "wider_iou_mode": "matlab"}
-_VAR = re.compile(r"\$\{([^}:]+)(?::-([^}]*))?\}")
-
-
-def expand_env(obj: Any) -> Any:
-    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of a config; an unset variable is an error.
-
-    ``BLAZEKIT_SHARED`` defaults to the ``shared`` folder beside the checkout (as in the tests).
-    """
-    if isinstance(obj, Mapping):
-        return {k: expand_env(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(expand_env(v) for v in obj)
-    if not isinstance(obj, str) or "${" not in obj:
-        return obj
-
-    def sub(m: "re.Match[str]") -> str:
-        name, default = m.group(1), m.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is not None:
-            return default
-        if name == "BLAZEKIT_SHARED":
-            return str(REPO.parent / "shared")
-        raise KeyError(f"config value {obj!r} uses ${{{name}}} but the environment variable {name} is not set")
-
-    return _VAR.sub(sub, obj)
 
 
 def _dataset_cfgs(cfg: Mapping[str, Any], split: str) -> List[Tuple[str, Dict[str, Any]]]:
