@@ -77,12 +77,21 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
     out = copy.deepcopy(dict(base))
     for k, v in update.items():
         if isinstance(v, Mapping) and v.get("_replace_"):
-            out[k] = {kk: copy.deepcopy(vv) for kk, vv in v.items() if kk != "_replace_"}
+            out[k] = _strip_replace(copy.deepcopy(dict(v)))
         elif isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
             out[k] = merge(out[k], v)
         else:
-            out[k] = copy.deepcopy(v)
+            out[k] = _strip_replace(copy.deepcopy(v))
     return out
+
+
+def _strip_replace(obj: Any) -> Any:
+    """Drop ``_replace_`` markers that had nothing to replace (the value is new at this level)."""
+    if isinstance(obj, dict):
+        return {k: _strip_replace(v) for k, v in obj.items() if k != "_replace_"}
+    if isinstance(obj, list):
+        return [_strip_replace(v) for v in obj]
+    return obj
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:

@@ -105,3 +105,5 @@ def test_get_and_replace(cfgs):
         C.get(cfg, "model.backbone_")
     merged = C.merge(cfg, {"model": {"backbone": {"_replace_": True, "type": "X"}}})
     assert merged["model"]["backbone"] == {"type": "X"}
+    fresh = C.merge({}, {"train": {"optimizer": {"_replace_": True, "type": "AdamW", "nested": {"_replace_": True}}}})
+    assert fresh == {"train": {"optimizer": {"type": "AdamW", "nested": {}}}}  # markers never leak into a build

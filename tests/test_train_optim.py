@@ -1,0 +1,98 @@
+"""Optimizers, per-iteration LR schedules, no-decay parameter groups and freezing."""
+import pytest
+import torch
+from torch import nn
+
+from blazekit.engine.optim import (CosineLR, MultiStepLR, StepLR, build_lr_scheduler, build_optimizer,
+                                   freeze_parameters, frozen_norm_modules, param_groups)
+from blazekit.registry import LR_SCHEDULERS, OPTIMIZERS, RegistryError
+
+
+def small_net():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+
+
+def test_param_groups_exclude_bn_and_bias_from_decay():
+    net = small_net()
+    groups = {g["name"]: g for g in param_groups(net, 5e-4)}
+    decay = {id(p) for p in groups["decay"]["params"]}
+    no_decay = {id(p) for p in groups["no_decay"]["params"]}
+    assert decay == {id(net[0].weight), id(net[3].weight)}
+    assert no_decay == {id(net[1].weight), id(net[1].bias), id(net[3].bias)}
+    assert groups["decay"]["weight_decay"] == 5e-4 and groups["no_decay"]["weight_decay"] == 0.0
+    everything = param_groups(net, 5e-4, no_decay_norm_bias=False)
+    assert len(everything) == 1 and len(everything[0]["params"]) == 5
+
+
+@pytest.mark.parametrize("name,cls", [("SGD", torch.optim.SGD), ("Adam", torch.optim.Adam),
+                                      ("AdamW", torch.optim.AdamW), ("RMSprop", torch.optim.RMSprop)])
+def test_build_optimizer_from_registry(name, cls):
+    opt = build_optimizer(small_net(), {"type": name, "lr": "1e-3", "weight_decay": 0.01})
+    assert isinstance(opt, cls)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
+    assert all(g["lr"] == 1e-3 for g in opt.param_groups)
+    assert set(OPTIMIZERS.names()) >= {"SGD", "Adam", "AdamW", "RMSprop"}
+
+
+def test_unknown_optimizer_lists_close_match():
+    with pytest.raises(RegistryError, match="Did you mean 'AdamW'"):
+        build_optimizer(small_net(), {"type": "AdamWW", "lr": 0.1})
+
+
+def _lrs(sched, n):
+    out = []
+    for _ in range(n):
+        out.append(sched.get_last_lr()[0])
+        sched.step()
+    return out
+
+
+def test_cosine_with_linear_warmup_values():
+    opt = torch.optim.SGD(small_net().parameters(), lr=0.1)
+    s = build_lr_scheduler(opt, {"type": "CosineLR", "warmup_iters": 10, "warmup_ratio": 0.1, "min_lr_ratio": 0.0},
+                           total_iters=110, iters_per_epoch=11)
+    lrs = _lrs(s, 111)
+    assert lrs[0] == pytest.approx(0.01)               # warmup_ratio * lr
+    assert lrs[5] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5))
+    assert lrs[10] == pytest.approx(0.1)               # warmup done, cosine starts at the top
+    assert lrs[60] == pytest.approx(0.05)              # half way through the cosine
+    assert lrs[110] == pytest.approx(0.0, abs=1e-12)   # end
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_step_schedules_in_epochs_become_iterations():
+    opt = torch.optim.SGD(small_net().parameters(), lr=1.0)
+    s = MultiStepLR(opt, total_iters=100, iters_per_epoch=10, milestones=[3, 7], gamma=0.1)
+    lrs = _lrs(s, 100)
+    assert lrs[29] == 1.0 and lrs[30] == pytest.approx(0.1) and lrs[70] == pytest.approx(0.01)
+    opt = torch.optim.SGD(small_net().parameters(), lr=1.0)
+    s = StepLR(opt, total_iters=100, iters_per_epoch=10, step_epochs=4, gamma=0.5, warmup_epochs=1, warmup_ratio=0.0)
+    lrs = _lrs(s, 100)
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == 1.0
+    assert lrs[40] == pytest.approx(0.5) and lrs[80] == pytest.approx(0.25)
+
+
+def test_scheduler_state_roundtrip_restores_lr():
+    opt = torch.optim.SGD(small_net().parameters(), lr=0.1)
+    s = CosineLR(opt, total_iters=50, warmup_iters=5)
+    _lrs(s, 17)
+    state = s.state_dict()
+    opt2 = torch.optim.SGD(small_net().parameters(), lr=0.1)
+    s2 = CosineLR(opt2, total_iters=50, warmup_iters=5)
+    s2.load_state_dict(state)
+    assert s2.last_iter == 17 and s2.get_last_lr() == s.get_last_lr()
+    with pytest.raises(ValueError, match="StepLR"):
+        StepLR(opt2, total_iters=50, step_iters=5).load_state_dict(state)
+    assert {"ConstantLR", "StepLR", "MultiStepLR", "CosineLR"} <= set(LR_SCHEDULERS.names())
+
+
+def test_freeze_by_pattern_and_frozen_norms():
+    net = small_net()
+    frozen = freeze_parameters(net, ["0", "1.*"])
+    assert frozen == ["0.weight", "1.weight", "1.bias"]
+    assert not net[0].weight.requires_grad and net[3].weight.requires_grad
+    assert frozen_norm_modules(net) == [net[1]]
+    groups = param_groups(net, 1e-4)
+    assert sum(len(g["params"]) for g in groups) == 2
+    with pytest.raises(ValueError, match="matches no parameter"):
+        freeze_parameters(net, ["backbone"])

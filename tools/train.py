@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Train a BlazeFace detector from a config.
+
+    python tools/train.py configs/blazeface_front.yml [--set a.b=c ...] [--work-dir DIR]
+        [--resume [CKPT|auto]] [--import MODULE] [--device cpu|cuda] [--seed N]
+
+Multi-GPU / multi-process: ``torchrun --nproc_per_node N tools/train.py CONFIG`` (DDP; NCCL on GPUs,
+gloo on CPU). Everything happens in :class:`blazekit.engine.trainer.Trainer`; this file only parses args.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from blazekit.config import add_common_args
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="YAML config (a path, or a shipped name such as blazeface_front)")
+    add_common_args(p)
+    p.add_argument("--work-dir", default=None, help="output folder (default: train.work_dir or work_dirs/<config>)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT|auto",
+                   help="resume from a checkpoint; 'auto' or no value: WORK_DIR/last.pt if it exists")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import blazekit  # noqa: F401  (registers every built-in)
+    from blazekit.config import ConfigError
+    from blazekit.engine import distributed as dist_utils
+    from blazekit.engine.checkpoint import CheckpointError
+    from blazekit.engine.trainer import DatasetNotFoundError, Trainer, TrainingError
+    from blazekit.registry import BuildError, RegistryError
+
+    try:
+        trainer = Trainer(args.config, work_dir=args.work_dir, device=args.device, resume=args.resume,
+                          seed=args.seed, overrides=args.overrides, imports=args.imports)
+        summary = trainer.fit()
+    except (ConfigError, RegistryError, BuildError, DatasetNotFoundError, TrainingError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        dist_utils.cleanup()
+    if dist_utils.get_rank() == 0 and summary.get("best_metric") is not None:
+        print(f"best {summary['val_metric']} = {summary['best_metric']:.4f} (epoch {summary['best_epoch']}); "
+              f"checkpoints in {summary['work_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
