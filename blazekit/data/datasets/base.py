@@ -1,0 +1,258 @@
+"""What every face dataset shares: one record type, one validation policy, one summary, one image loader.
+
+Formats only differ in how they *parse* annotations; everything after that (clipping, dropping empty or
+inverted boxes, flagging small faces, counting what happened, reading the image) lives here so that a
+WIDER, COCO, YOLO or user dataset behaves the same way and nothing silently disappears.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+from torch.utils.data import Dataset
+
+logger = logging.getLogger("blazekit.data")
+
+PathLike = Union[str, os.PathLike]
+BAD_SAMPLE_POLICIES = ("raise", "skip")
+
+
+class DataError(ValueError):
+    """A dataset file, line or field that cannot be used; the message names the file and the place."""
+
+
+@dataclass
+class FaceRecord:
+    """One image's annotations as a format parser produces them (pixels, xyxy, before validation).
+
+    Only ``path`` is required; a record without ``boxes`` is an image without faces.
+    ``size`` is (h, w) when the annotation file knows it; otherwise it is read from the image header.
+    """
+
+    path: PathLike
+    boxes: Any = None  # [N, 4] xyxy pixels
+    labels: Any = None  # [N] int
+    keypoints: Any = None  # [N, K, 2] pixels
+    keypoints_visible: Any = None  # [N, K] bool
+    ignore: Any = None  # [N] bool
+    extras: Dict[str, Any] = field(default_factory=dict)  # per-face arrays [N, ...]
+    image_id: Any = None
+    size: Optional[Tuple[int, int]] = None
+
+
+@dataclass
+class DatasetSummary:
+    """Counts of what validation did to a dataset, logged once at construction."""
+
+    name: str = ""
+    images: int = 0
+    faces: int = 0
+    ignored: int = 0
+    clipped: int = 0
+    dropped_zero_area: int = 0
+    dropped_inverted: int = 0
+    skipped_images: int = 0
+    skipped_annotations: int = 0
+    problems: List[str] = field(default_factory=list)  # first few skip reasons, for the log
+
+    def add(self, other: "DatasetSummary") -> None:
+        for f in fields(self):
+            if isinstance(getattr(self, f.name), int):
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        self.problems.extend(other.problems[: max(0, 5 - len(self.problems))])
+
+    def __str__(self) -> str:
+        s = (f"{self.name}: {self.images} images, {self.faces} faces ({self.ignored} ignored); "
+             f"clipped {self.clipped}, dropped {self.dropped_zero_area} zero-area and {self.dropped_inverted} inverted "
+             f"boxes; skipped {self.skipped_images} images and {self.skipped_annotations} bad annotations")
+        if self.problems:
+            s += "; e.g. " + " | ".join(self.problems[:3])
+        return s
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """HxWx3 uint8 RGB. Grayscale is expanded, alpha dropped, EXIF rotation applied (OpenCV's default)."""
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise DataError(f"image file not found: {p}")
+    img = cv2.imread(p, cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"cannot decode image {p}: the file is corrupt or not an image format OpenCV reads")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def image_size(path: PathLike) -> Tuple[int, int]:
+    """(h, w) from the file header without decoding the pixels (fast init on big datasets)."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise DataError(f"image file not found: {p}")
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            try:
+                orientation = im.getexif().get(274, 1)
+            except Exception:  # broken EXIF block: OpenCV ignores it too
+                orientation = 1
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image header of {p}: {exc}") from exc
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def _as_array(value: Any, dtype: Any, shape_tail: Tuple[int, ...], n: Optional[int], what: str, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where}: {what} is not numeric: {exc}") from exc
+    if arr.size == 0 and n in (None, 0):
+        return arr.reshape((0,) + shape_tail)
+    if arr.ndim != 1 + len(shape_tail) or arr.shape[1:] != shape_tail or (n is not None and arr.shape[0] != n):
+        want = f"[{n if n is not None else 'N'}{''.join(', ' + str(s) for s in shape_tail)}]"
+        raise DataError(f"{where}: {what} must have shape {want}, got {list(arr.shape)}")
+    return arr
+
+
+class FaceDataset(Dataset):
+    """Base class: subclasses implement :meth:`load_records`; this class validates and serves samples.
+
+    Args:
+        transforms: callable ``sample -> sample`` (see :mod:`blazekit.data.transforms`), or None for raw samples.
+        num_keypoints: K of every sample; formats without keypoints give K invisible points.
+        on_bad_sample: ``raise`` (default) stops at the first missing/corrupt image or malformed annotation
+            with a message naming the file and line/field; ``skip`` leaves it out and counts it in the summary.
+        min_size: faces whose shorter side is below this many pixels are kept but flagged ``ignore``.
+    """
+
+    def __init__(self, transforms: Optional[Callable] = None, num_keypoints: int = 6,
+                 on_bad_sample: str = "raise", min_size: float = 0) -> None:
+        if on_bad_sample not in BAD_SAMPLE_POLICIES:
+            raise DataError(f"{type(self).__name__}: on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, "
+                            f"got {on_bad_sample!r}")
+        self.transforms = transforms
+        self.num_keypoints = int(num_keypoints)
+        self.on_bad_sample = on_bad_sample
+        self.min_size = float(min_size)
+        self.summary = DatasetSummary(name=self.describe())
+        self.records: List[Dict[str, Any]] = []
+        for rec in self.load_records():
+            try:
+                self.records.append(self._validate(rec))
+            except DataError as exc:
+                self.bad_sample(exc, kind="image")
+        self.summary.images = len(self.records)
+        logger.info(str(self.summary))
+
+    # -- for subclasses -------------------------------------------------------------------------------------
+    def load_records(self) -> Sequence[FaceRecord]:
+        """Parse the annotation files once and return one :class:`FaceRecord` per image."""
+        raise NotImplementedError(f"{type(self).__name__} must implement load_records()")
+
+    def describe(self) -> str:
+        """Short name used in the summary and in errors."""
+        return type(self).__name__
+
+    def bad_sample(self, exc: Exception, kind: str = "annotation") -> None:
+        """Raise ``exc`` or, with ``on_bad_sample: skip``, count it (parsers call this for malformed lines)."""
+        if self.on_bad_sample == "raise":
+            raise exc
+        if kind == "image":
+            self.summary.skipped_images += 1
+        else:
+            self.summary.skipped_annotations += 1
+        if len(self.summary.problems) < 5:
+            self.summary.problems.append(str(exc))
+
+    # -- validation -----------------------------------------------------------------------------------------
+    def _validate(self, rec: FaceRecord) -> Dict[str, Any]:
+        path = os.fspath(rec.path)
+        where = f"{self.describe()} image {path}"
+        h, w = rec.size if rec.size is not None else image_size(path)
+        if rec.size is not None and not os.path.isfile(path):
+            raise DataError(f"image file not found: {path} (listed by {self.describe()})")
+        K = self.num_keypoints
+        boxes = _as_array([] if rec.boxes is None else rec.boxes, np.float32, (4,), None, "boxes", where)
+        n = len(boxes)
+        labels = _as_array(np.zeros(n) if rec.labels is None else rec.labels, np.int64, (), n, "labels", where)
+        if rec.keypoints is None:
+            kpts = np.zeros((n, K, 2), np.float32)
+            vis = np.zeros((n, K), bool)
+        else:
+            kpts = _as_array(rec.keypoints, np.float32, (K, 2), n, "keypoints", where)
+            vis = (np.ones((n, K), bool) if rec.keypoints_visible is None
+                   else _as_array(rec.keypoints_visible, bool, (K,), n, "keypoints_visible", where))
+        ignore = np.zeros(n, bool) if rec.ignore is None else _as_array(rec.ignore, bool, (), n, "ignore", where)
+        extras = {}
+        for k, v in (rec.extras or {}).items():
+            arr = np.asarray(v)
+            if arr.shape[:1] != (n,):
+                raise DataError(f"{where}: extras[{k!r}] must have one entry per face ({n}), got shape {list(arr.shape)}")
+            extras[k] = arr
+
+        inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+        clipped = boxes.copy()
+        np.clip(clipped[:, 0::2], 0, w, out=clipped[:, 0::2])
+        np.clip(clipped[:, 1::2], 0, h, out=clipped[:, 1::2])
+        was_clipped = np.any(np.abs(clipped - boxes) > 1e-3, axis=1) & ~inverted
+        zero = ~inverted & ((clipped[:, 2] - clipped[:, 0] <= 0) | (clipped[:, 3] - clipped[:, 1] <= 0))
+        keep = ~inverted & ~zero
+        if self.min_size > 0:
+            side = np.minimum(clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1])
+            ignore = ignore | (side < self.min_size)
+        vis = vis & _inside(kpts, w, h)
+        kpts = np.where(vis[..., None], kpts, 0).astype(np.float32)
+
+        s = self.summary
+        s.dropped_inverted += int(inverted.sum())
+        s.dropped_zero_area += int(zero.sum())
+        s.clipped += int((was_clipped & keep).sum())
+        s.faces += int(keep.sum())
+        s.ignored += int((ignore & keep).sum())
+        return {
+            "path": path, "image_id": rec.image_id if rec.image_id is not None else path, "orig_size": (int(h), int(w)),
+            "boxes": clipped[keep], "labels": labels[keep], "keypoints": kpts[keep], "keypoints_visible": vis[keep],
+            "ignore": ignore[keep], "extras": {k: v[keep] for k, v in extras.items()},
+        }
+
+    # -- serving --------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get_raw(self, index: int) -> Dict[str, Any]:
+        """The validated sample with its decoded image, before transforms."""
+        rec = self.records[index]
+        image = read_image(rec["path"])
+        if image.shape[:2] != rec["orig_size"]:
+            raise DataError(f"{self.describe()} image {rec['path']}: decoded size {image.shape[:2]} differs from the "
+                            f"annotated (height, width) {rec['orig_size']}")
+        sample = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in rec.items() if k != "extras"}
+        sample["extras"] = {k: v.copy() for k, v in rec["extras"].items()}
+        sample["image"] = image
+        return sample
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        tries = len(self) if self.on_bad_sample == "skip" else 1
+        for attempt in range(tries):
+            i = (index + attempt) % len(self)
+            try:
+                sample = self.get_raw(i)
+                break
+            except DataError as exc:
+                if self.on_bad_sample == "raise":
+                    raise
+                self.summary.skipped_images += 1
+                logger.warning("skipping unreadable sample %d (%s): %s", i, self.describe(), exc)
+        else:
+            raise DataError(f"{self.describe()}: no readable image left (on_bad_sample=skip skipped all {len(self)})")
+        return self.transforms(sample) if self.transforms is not None else sample
+
+
+def _inside(kpts: np.ndarray, w: float, h: float) -> np.ndarray:
+    """[N, K] True where a keypoint lies inside the image (half-open [0, w) x [0, h), like pixel indices)."""
+    x, y = kpts[..., 0], kpts[..., 1]
+    return (x >= 0) & (x < w) & (y >= 0) & (y < h)

@@ -1,0 +1,153 @@
+"""Faces from a COCO-format json (detection or keypoints), with a category filter and label remap."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ...registry import DATASETS
+from .base import DataError, FaceDataset, FaceRecord, PathLike
+
+
+@DATASETS.register()
+class CocoFaces(FaceDataset):
+    """COCO json: ``images[]`` (id, file_name, width, height), ``annotations[]`` (image_id, category_id,
+    bbox [x, y, w, h], optional ``keypoints`` [x, y, v] * K and ``iscrowd``), ``categories[]``.
+
+    Args:
+        ann_file: the json file.
+        image_root: folder ``file_name`` is relative to; default the json's folder.
+        categories: keep only these categories (names or ids); default all.
+        label_map: category name or id -> label; default categories in id order -> 0, 1, ...
+        min_visibility: COCO keypoint ``v`` at or above which a keypoint counts as visible (1: labelled,
+            2: labelled and visible).
+        split: keep only images whose ``split`` field equals this (e.g. the bundled demo set); None keeps all.
+        extra_fields: per-annotation fields copied into ``extras`` (e.g. ``[mask]`` for facemask).
+        crowd_as_ignore: ``iscrowd=1`` boxes become ``ignore`` regions (default) instead of faces.
+    """
+
+    def __init__(self, ann_file: PathLike, image_root: Optional[PathLike] = None,
+                 categories: Optional[Sequence[Union[str, int]]] = None,
+                 label_map: Optional[Mapping[Union[str, int], int]] = None, min_visibility: int = 1,
+                 split: Optional[str] = None, extra_fields: Sequence[str] = (), crowd_as_ignore: bool = True,
+                 **kwargs) -> None:
+        self.ann_file = Path(ann_file)
+        self.image_root = Path(image_root) if image_root is not None else self.ann_file.parent
+        self.categories = categories
+        self.label_map = label_map
+        self.min_visibility = int(min_visibility)
+        self.split = split
+        self.extra_fields = list(extra_fields)
+        self.crowd_as_ignore = crowd_as_ignore
+        super().__init__(**kwargs)
+
+    def describe(self) -> str:
+        return f"CocoFaces({self.ann_file}{', ' + self.split if self.split else ''})"
+
+    def _field_error(self, where: str, msg: str) -> DataError:
+        return DataError(f"{self.ann_file}: {where}: {msg}")
+
+    def _category_labels(self, cats: List[Dict[str, Any]]) -> Dict[int, int]:
+        """category id -> label for the kept categories."""
+        by_id = {}
+        for i, c in enumerate(cats):
+            if not isinstance(c, Mapping) or "id" not in c:
+                raise self._field_error(f"categories[{i}]", f"expected an object with 'id' and 'name', got {c!r}")
+            by_id[c["id"]] = c.get("name", str(c["id"]))
+        keep = sorted(by_id)
+        if self.categories is not None:
+            wanted = set(self.categories)
+            unknown = [w for w in wanted if w not in by_id and w not in by_id.values()]
+            if unknown:
+                raise self._field_error("categories", f"{unknown} not found; the file has "
+                                        f"{[f'{i}: {n}' for i, n in by_id.items()]}")
+            keep = [i for i in keep if i in wanted or by_id[i] in wanted]
+        if self.label_map is None:
+            return {cid: label for label, cid in enumerate(keep)}
+        out = {}
+        for cid in keep:
+            key = cid if cid in self.label_map else by_id[cid]
+            if key not in self.label_map:
+                raise self._field_error("label_map", f"category {by_id[cid]!r} (id {cid}) is kept but has no label; "
+                                        f"add it to label_map or filter it out with 'categories'")
+            out[cid] = int(self.label_map[key])
+        return out
+
+    def load_records(self) -> List[FaceRecord]:
+        if not self.ann_file.is_file():
+            raise DataError(f"CocoFaces: annotation file not found: {self.ann_file}")
+        try:
+            with open(self.ann_file, "r", encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{self.ann_file}: not valid json: {exc}") from exc
+        for key in ("images", "annotations"):
+            if not isinstance(data.get(key), list):
+                raise self._field_error(key, f"missing or not a list (a COCO file needs 'images' and 'annotations')")
+        labels = self._category_labels(data.get("categories") or [{"id": 1, "name": "face"}])
+        K = self.num_keypoints
+        faces: Dict[Any, List[Dict[str, Any]]] = defaultdict(list)
+        for i, ann in enumerate(data["annotations"]):
+            where = f"annotations[{i}]" + (f" (id {ann.get('id')})" if isinstance(ann, Mapping) else "")
+            try:
+                face = self._parse_annotation(ann, where, labels, K)
+            except DataError as exc:
+                self.bad_sample(exc)
+                continue
+            if face is not None:
+                faces[ann["image_id"]].append(face)
+        records = []
+        for i, img in enumerate(data["images"]):
+            if not isinstance(img, Mapping) or "id" not in img or "file_name" not in img:
+                self.bad_sample(self._field_error(f"images[{i}]", f"needs 'id' and 'file_name', got {img!r}"), "image")
+                continue
+            if self.split is not None and img.get("split") != self.split:
+                continue
+            fs = faces.get(img["id"], [])
+            size = None
+            if "width" in img and "height" in img:
+                try:
+                    size = (int(img["height"]), int(img["width"]))
+                except (TypeError, ValueError):
+                    self.bad_sample(self._field_error(f"images[{i}] (id {img['id']})", "width/height must be integers, "
+                                                      f"got {img['width']!r}/{img['height']!r}"), "image")
+                    continue
+            n = len(fs)
+            extras = {k: np.asarray([f["extras"].get(k) for f in fs], dtype=object if n == 0 else None)
+                      for k in self.extra_fields}
+            records.append(FaceRecord(
+                path=self.image_root / img["file_name"], image_id=img["id"], size=size,
+                boxes=np.asarray([f["box"] for f in fs], np.float32).reshape(n, 4),
+                labels=np.asarray([f["label"] for f in fs], np.int64),
+                keypoints=np.asarray([f["kpts"] for f in fs], np.float32).reshape(n, K, 2),
+                keypoints_visible=np.asarray([f["vis"] for f in fs], bool).reshape(n, K),
+                ignore=np.asarray([f["ignore"] for f in fs], bool), extras=extras))
+        return records
+
+    def _parse_annotation(self, ann: Any, where: str, labels: Dict[int, int], K: int) -> Optional[Dict[str, Any]]:
+        if not isinstance(ann, Mapping) or "image_id" not in ann:
+            raise self._field_error(where, f"expected an object with 'image_id', got {ann!r}")
+        if ann.get("category_id", 1) not in labels:
+            return None
+        bbox = ann.get("bbox")
+        if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+                or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)):
+            raise self._field_error(where, f"'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+        x, y, w, h = (float(v) for v in bbox)
+        kpts = np.zeros((K, 2), np.float32)
+        vis = np.zeros(K, bool)
+        raw = ann.get("keypoints")
+        if raw:
+            if not isinstance(raw, (list, tuple)) or len(raw) % 3 or not all(isinstance(v, (int, float)) for v in raw):
+                raise self._field_error(where, f"'keypoints' must be numbers [x, y, v] * K, got {raw!r}")
+            arr = np.asarray(raw, np.float32).reshape(-1, 3)
+            if len(arr) != K:
+                raise self._field_error(where, f"'keypoints' has {len(arr)} points but num_keypoints is {K}")
+            kpts = arr[:, :2]
+            vis = arr[:, 2] >= self.min_visibility
+        extras = {k: ann.get(k) for k in self.extra_fields}
+        return {"box": [x, y, x + w, y + h], "label": labels[ann.get("category_id", 1)], "kpts": kpts, "vis": vis,
+                "ignore": bool(ann.get("iscrowd", 0)) and self.crowd_as_ignore, "extras": extras}

@@ -1,0 +1,80 @@
+"""Draw samples as the model sees them (after transforms), for ``tools/browse_dataset.py`` and annotation checks."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..preprocess import NORMALIZATIONS
+
+#: RGB colour per MediaPipe keypoint: right eye, left eye, nose, mouth, right ear, left ear
+KEYPOINT_COLOURS = [(255, 0, 0), (0, 90, 255), (0, 220, 0), (255, 220, 0), (255, 0, 255), (0, 230, 230)]
+
+
+def to_uint8_image(image: Union[np.ndarray, torch.Tensor], normalization: str = "minus_one_one") -> np.ndarray:
+    """A sample's image (uint8 HxWx3, or the normalised float tensor [3, H, W]) as uint8 RGB HxWx3."""
+    if isinstance(image, torch.Tensor):
+        scale, offset = NORMALIZATIONS[normalization]
+        arr = (image.detach().cpu().float().numpy().transpose(1, 2, 0) - offset) / scale
+        return np.clip(np.round(arr), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image)
+
+
+def draw_sample(sample: Mapping[str, Any], normalization: str = "minus_one_one", zoom: float = 1.0) -> np.ndarray:
+    """RGB uint8 image with boxes (green; ignored faces orange) and keypoints (filled dot when visible,
+    an x when not) drawn; ``zoom`` enlarges small network inputs so they can be looked at."""
+    img = to_uint8_image(sample["image"], normalization)
+    if zoom != 1.0:
+        img = cv2.resize(img, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    img = np.ascontiguousarray(img)
+    boxes = np.asarray(sample.get("boxes", np.zeros((0, 4))), np.float32) * zoom
+    kpts = np.asarray(sample.get("keypoints", np.zeros((len(boxes), 0, 2))), np.float32) * zoom
+    vis = np.asarray(sample.get("keypoints_visible", np.zeros(kpts.shape[:2], bool)), bool)
+    ignore = np.asarray(sample.get("ignore", np.zeros(len(boxes), bool)), bool)
+    for i, b in enumerate(boxes):
+        colour = (255, 150, 0) if ignore[i] else (0, 255, 0)
+        cv2.rectangle(img, (int(round(b[0])), int(round(b[1]))), (int(round(b[2])), int(round(b[3]))), colour, 1)
+        for k in range(kpts.shape[1]):
+            x, y = int(round(kpts[i, k, 0])), int(round(kpts[i, k, 1]))
+            c = KEYPOINT_COLOURS[k % len(KEYPOINT_COLOURS)]
+            if vis[i, k]:
+                cv2.circle(img, (x, y), max(2, int(zoom)), c, -1)
+            elif kpts[i, k].any():
+                cv2.drawMarker(img, (x, y), c, cv2.MARKER_TILTED_CROSS, max(5, int(3 * zoom)), 1)
+    return img
+
+
+def browse(cfg: Mapping[str, Any], split: str = "train", n: int = 16, out: Union[str, Path] = "browse",
+           seed: int = 0, zoom: Optional[float] = None) -> List[Path]:
+    """Write ``n`` PNGs of ``data.<split>`` samples after its transforms; returns the paths."""
+    from . import build_dataset, build_transforms
+
+    data = cfg.get("data", {})
+    if split not in data:
+        raise KeyError(f"config has no data.{split} (has {sorted(data)})")
+    split_cfg, model = data[split], cfg.get("model", {}) or {}
+    pre = model.get("preprocess", {}) or {}
+    normalization = pre.get("normalize", "minus_one_one")
+    transforms = build_transforms(split_cfg.get("transforms", [{"type": "Letterbox"}, {"type": "Normalize"}]),
+                                  input_size=model.get("input_size", (128, 128)), normalize=normalization,
+                                  num_keypoints=model.get("num_keypoints", 6), pad_value=pre.get("pad_value", 0))
+    transforms.reseed(seed)
+    dataset = build_dataset(split_cfg["dataset"], transforms=transforms)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    indices = rng.choice(len(dataset), size=min(n, len(dataset)), replace=False) if n < len(dataset) else range(len(dataset))
+    paths = []
+    for j, i in enumerate(tqdm(list(indices), desc=f"browse {split}", unit="img")):
+        sample = dataset[int(i)]
+        h = to_uint8_image(sample["image"], normalization).shape[0]
+        z = zoom if zoom is not None else max(1.0, 384 / h)
+        img = draw_sample(sample, normalization, zoom=z)
+        p = out / f"{split}_{j:03d}_{Path(str(sample.get('path', i))).stem}.png"
+        cv2.imwrite(str(p), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        paths.append(p)
+    return paths

@@ -1,0 +1,126 @@
+"""collate, build_dataloader (seeding, workers) and the custom-dataset example from docs/custom_dataset.md."""
+import re
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from blazekit import config as bk_config
+from blazekit.data import DEMO_ANNOTATIONS, build_dataloader, collate
+from blazekit.preprocess import LetterboxInfo
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_TRAIN = {"type": "CocoFaces", "ann_file": str(DEMO_ANNOTATIONS), "split": "train"}
+TRAIN_TFMS = [{"type": "RandomFaceCrop"}, {"type": "HorizontalFlip", "p": 0.5}, {"type": "PhotometricJitter"},
+              {"type": "Letterbox"}, {"type": "Normalize"}]
+MODEL = {"input_size": [128, 128], "num_keypoints": 6, "preprocess": {"normalize": "minus_one_one", "pad_value": 0}}
+
+
+def test_collate_stacks_images_and_lists_targets():
+    samples = []
+    for n in (2, 0):
+        samples.append({"image": torch.zeros(3, 8, 8), "boxes": np.ones((n, 4), np.float32),
+                        "labels": np.zeros(n, np.int64), "keypoints": np.zeros((n, 6, 2), np.float32),
+                        "keypoints_visible": np.ones((n, 6), bool), "image_id": n, "path": f"{n}.jpg",
+                        "orig_size": (8, 8), "letterbox": LetterboxInfo(1.0, 0, 0, 8, 8)})
+    images, targets = collate(samples)
+    assert images.shape == (2, 3, 8, 8) and len(targets) == 2
+    t0, t1 = targets
+    assert t0["boxes"].dtype == torch.float32 and t0["boxes"].shape == (2, 4)
+    assert t0["labels"].dtype == torch.int64 and t0["keypoints_visible"].dtype == torch.bool
+    assert t0["ignore"].tolist() == [False, False]  # filled in when a dataset has no ignore field
+    assert t1["boxes"].shape == (0, 4) and t1["keypoints"].shape == (0, 6, 2)
+    assert t0["image_id"] == 2 and isinstance(t0["letterbox"], LetterboxInfo)
+
+
+def test_collate_explains_missing_normalize():
+    s = {"image": np.zeros((8, 8, 3), np.uint8), "boxes": np.zeros((0, 4)), "path": "a.jpg"}
+    with pytest.raises(TypeError, match="a.jpg.*end the transforms with Letterbox .* and Normalize"):
+        collate([s])
+
+
+def test_dataloader_on_demo_set_gives_network_input():
+    loader = build_dataloader({"dataset": DEMO_TRAIN, "transforms": TRAIN_TFMS, "batch_size": 4}, MODEL, seed=0)
+    images, targets = next(iter(loader))
+    assert images.shape == (4, 3, 128, 128) and images.dtype == torch.float32
+    assert -1.0 <= images.min() and images.max() <= 1.0
+    for t in targets:
+        b = t["boxes"]
+        assert ((b >= 0) & (b <= 128)).all() and (b[:, 2] > b[:, 0]).all()
+        k, v = t["keypoints"], t["keypoints_visible"]
+        assert (k[v] >= 0).all() and (k[v] < 128).all()
+    assert len(loader.dataset) == 7
+
+
+def _epoch(loader):
+    return [(images.clone(), [t["boxes"].clone() for t in targets]) for images, targets in loader]
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(torch.equal(x[0], y[0]) and all(torch.equal(p, q) for p, q in zip(x[1], y[1]))
+                                    for x, y in zip(a, b))
+
+
+def test_dataloader_is_reproducible_by_seed():
+    cfg = {"dataset": DEMO_TRAIN, "transforms": TRAIN_TFMS, "batch_size": 3, "num_workers": 0}
+    a = _epoch(build_dataloader(cfg, MODEL, seed=1))
+    b = _epoch(build_dataloader(cfg, MODEL, seed=1))
+    c = _epoch(build_dataloader(cfg, MODEL, seed=2))
+    assert _same(a, b) and not _same(a, c)
+
+
+def test_dataloader_workers_reproducible_and_persistent():
+    cfg = {"dataset": DEMO_TRAIN, "transforms": TRAIN_TFMS, "batch_size": 3, "num_workers": 2}
+    la, lb = build_dataloader(cfg, MODEL, seed=5), build_dataloader(cfg, MODEL, seed=5)
+    assert la.persistent_workers and la.num_workers == 2
+    a1, b1 = _epoch(la), _epoch(lb)
+    assert _same(a1, b1)
+    a2 = _epoch(la)
+    assert not _same(a1, a2)  # a new epoch draws new augmentations
+
+
+def test_dataloader_rejects_unknown_keys_and_keypoint_mismatch():
+    with pytest.raises(ValueError, match=r"unknown keys \['batchsize'\]"):
+        build_dataloader({"dataset": DEMO_TRAIN, "batchsize": 2}, MODEL)
+    with pytest.raises(ValueError, match="dataset gives 6 keypoints but model.num_keypoints is 5"):
+        build_dataloader({"dataset": DEMO_TRAIN}, {**MODEL, "num_keypoints": 5})
+
+
+def _doc_blocks():
+    text = (REPO / "docs" / "custom_dataset.md").read_text()
+    python = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    yml = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    return python, yml
+
+
+def test_custom_dataset_example_from_docs_runs_with_two_workers(tmp_path, monkeypatch):
+    python, yml = _doc_blocks()
+    assert len(python.strip().splitlines()) <= 25  # the README promises a ~20-line example
+    (tmp_path / "my_faces.py").write_text(python)
+    (tmp_path / "my.yml").write_text(yml)
+    rows = ["image,x1,y1,x2,y2"]
+    for i in range(4):
+        img = np.zeros((100, 140, 3), np.uint8)
+        img[20:60, 30 + 10 * i:70 + 10 * i] = 200
+        cv2.imwrite(str(tmp_path / f"im{i}.jpg"), img)
+        rows.append(f"im{i}.jpg,{30 + 10 * i},20,{70 + 10 * i},60")
+        rows.append(f"im{i}.jpg,1,1,4,4")  # a face below min_size: flagged ignore
+    (tmp_path / "faces.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = bk_config.load(tmp_path / "my.yml")
+    assert "my_faces" in sys.modules
+    loader = build_dataloader(cfg["data"]["train"], cfg.get("model"), seed=0)
+    assert loader.num_workers == 2
+    ds = loader.dataset
+    assert type(ds).__name__ == "CsvFaces" and len(ds) == 4
+    assert ds.summary.faces == 8 and ds.summary.ignored == 4
+    batches = list(loader)
+    assert sum(len(t) for _, t in batches) == 4
+    images, targets = batches[0]
+    assert images.shape == (2, 3, 128, 128)
+    assert all(t["ignore"].dtype == torch.bool for t in targets)
+    assert sum(int((~t["ignore"]).sum()) for _, ts in batches for t in ts) == 4
