@@ -77,16 +77,16 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
     out = copy.deepcopy(dict(base))
     for k, v in update.items():
         if isinstance(v, Mapping) and v.get("_replace_"):
-            out[k] = _strip_replace(copy.deepcopy(dict(v)))
+            out[k] = {kk: copy.deepcopy(vv) for kk, vv in v.items() if kk != "_replace_"}
         elif isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
             out[k] = merge(out[k], v)
         else:
-            out[k] = _strip_replace(copy.deepcopy(v))
+            out[k] = copy.deepcopy(v)  # markers inside stay until load() ends: a later merge may need them
     return out
 
 
 def _strip_replace(obj: Any) -> Any:
-    """Drop ``_replace_`` markers that had nothing to replace (the value is new at this level)."""
+    """Drop ``_replace_`` markers left where there was nothing to replace, once every base is merged."""
     if isinstance(obj, dict):
         return {k: _strip_replace(v) for k, v in obj.items() if k != "_replace_"}
     if isinstance(obj, list):
@@ -113,7 +113,7 @@ def load(path: PathLike, overrides: Iterable[str] = (), imports: Iterable[str] =
     ``imports`` (from ``--import``) and the config's ``imports:`` list are imported before returning,
     so every ``type:`` they register can be built. The result records its source in ``_source_``.
     """
-    cfg = _load_with_bases(_resolve_path(path), stack=())
+    cfg = _strip_replace(_load_with_bases(_resolve_path(path), stack=()))
     cfg = apply_overrides(cfg, overrides)
     extra = [m for m in imports if m not in cfg.get("imports", [])]
     if extra:

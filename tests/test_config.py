@@ -105,5 +105,12 @@ def test_get_and_replace(cfgs):
         C.get(cfg, "model.backbone_")
     merged = C.merge(cfg, {"model": {"backbone": {"_replace_": True, "type": "X"}}})
     assert merged["model"]["backbone"] == {"type": "X"}
-    fresh = C.merge({}, {"train": {"optimizer": {"_replace_": True, "type": "AdamW", "nested": {"_replace_": True}}}})
-    assert fresh == {"train": {"optimizer": {"type": "AdamW", "nested": {}}}}  # markers never leak into a build
+
+def test_replace_marker_survives_bases_and_never_leaks(tmp_path):
+    write(tmp_path / "a.yml", "data: {train: {dataset: {type: WiderFace, root: x}, batch_size: 2}}\n")
+    write(tmp_path / "b.yml", "data: {train: {dataset: {_replace_: true, type: CocoFaces, ann_file: y}}}\n"
+                              "opt: {_replace_: true, type: AdamW}\n")
+    write(tmp_path / "c.yml", "_base_: [a.yml, b.yml]\n")
+    cfg = C.load(tmp_path / "c.yml")
+    assert cfg["data"]["train"]["dataset"] == {"type": "CocoFaces", "ann_file": "y"}  # replaced, root gone
+    assert cfg["data"]["train"]["batch_size"] == 2 and cfg["opt"] == {"type": "AdamW"}  # no marker left
