@@ -114,6 +114,12 @@ def test_onnx_raw_matches_torch_and_litert(front, tmp_path):
     np.testing.assert_allclose(one, cls[3:4], atol=1e-4)
 
 
+def _by_geometry(boxes):
+    """Order detections by their (rounded) box so two equally scored ones compare regardless of order."""
+    r = np.round(np.asarray(boxes, dtype=np.float64), 1)
+    return np.lexsort(r.T[::-1]) if len(r) else np.arange(0)
+
+
 def _check_postprocess_graph(det, path, images_uint8, ort):
     """ONNX detections == detector.predict on images already at the input size (letterbox is identity)."""
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -126,9 +132,11 @@ def _check_postprocess_graph(det, path, images_uint8, ort):
     for i, e in enumerate(expected):
         m = bidx == i
         assert m.sum() == len(e["scores"]), f"image {i}: {m.sum()} ONNX detections vs {len(e['scores'])}"
-        np.testing.assert_allclose(boxes[m], e["boxes"], atol=2e-3)
-        np.testing.assert_allclose(scores[m], e["scores"], atol=1e-4)
-        np.testing.assert_allclose(kpts[m], e["keypoints"], atol=2e-3)
+        # Scores equal to ~1e-6 (random weights) may come out in either order: compare as sets of detections.
+        got, want = _by_geometry(boxes[m]), _by_geometry(e["boxes"])
+        np.testing.assert_allclose(boxes[m][got], e["boxes"][want], atol=2e-3)
+        np.testing.assert_allclose(scores[m][got], e["scores"][want], atol=1e-4)
+        np.testing.assert_allclose(kpts[m][got], e["keypoints"][want], atol=2e-3)
         total += len(e["scores"])
     return total
 
@@ -145,6 +153,7 @@ def test_onnx_with_postprocess_matches_predict(front, tmp_path):
 @pytest.mark.parametrize("cfg", [BACK, PAPER])
 def test_back_and_paper_models_export(cfg, tmp_path):
     ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)  # conv weights come from Kaiming init: fix them so the test is the same every run
     det = _randomize(build_detector(cfg))
     h, w = det.input_size
     raw_path = export_onnx(det, tmp_path / "raw.onnx")
