@@ -152,6 +152,36 @@ def test_coco_fddb_counts(shared):
     assert ds[5]["image"].ndim == 3 and ds[5]["image"].shape[2] == 3  # FDDB has grayscale photos too
 
 
+def test_coco_image_filter_selects_fddb_folds(shared):
+    ann = shared("data", "fddb", "annotations.json")
+    counts = {f: len(CocoFaces(ann, image_filter={"fold": f})) for f in range(1, 6)}
+    assert counts == {1: 282, 2: 278, 3: 269, 4: 293, 5: 286}  # the fddb README's table
+    train = CocoFaces(ann, image_filter={"fold": [1, 2, 3]})
+    held_out = CocoFaces(ann, image_filter={"fold": [4, 5]})
+    assert (len(train), train.summary.faces) == (829, 505 + 510 + 509)
+    assert (len(held_out), held_out.summary.faces) == (579, 508 + 500)
+    assert not {r["path"] for r in train.records} & {r["path"] for r in held_out.records}
+    assert "fold in [1, 2, 3]" in train.describe()
+
+
+def test_coco_image_filter_errors_and_split_shorthand(tmp_path):
+    _write_image(tmp_path / "a.jpg")
+    images = [{"id": i, "file_name": "a.jpg", "width": 120, "height": 100, "split": s, "fold": f}
+              for i, (s, f) in enumerate([("train", 1), ("val", 1), ("val", 2)])]
+    p = tmp_path / "ann.json"
+    p.write_text(json.dumps({"images": images, "annotations": []}))
+    assert [r["image_id"] for r in CocoFaces(p, split="val").records] == [1, 2]
+    assert [r["image_id"] for r in CocoFaces(p, image_filter={"split": ["val"], "fold": [2]}).records] == [2]
+    assert [r["image_id"] for r in CocoFaces(p, split="val", image_filter={"fold": 1}).records] == [1]
+    with pytest.raises(DataError, match=r"ann\.json: image_filter\.folds: no image has a 'folds' field; "
+                                        r"image fields are \[.*'fold'.*\]"):
+        CocoFaces(p, image_filter={"folds": [1]})
+    with pytest.raises(DataError, match="image_filter must be a mapping"):
+        CocoFaces(p, image_filter=[1, 2])
+    with pytest.raises(DataError, match=r"image_filter\.fold is an empty list"):
+        CocoFaces(p, image_filter={"fold": []})
+
+
 def test_coco_keypoints_visibility(shared):
     ds = CocoFaces(shared("data", "landmarks_mini", "annotations.json"))
     s = ds[0]

@@ -25,6 +25,11 @@ class CocoFaces(FaceDataset):
         min_visibility: COCO keypoint ``v`` at or above which a keypoint counts as visible (1: labelled,
             2: labelled and visible).
         split: keep only images whose ``split`` field equals this (e.g. the bundled demo set); None keeps all.
+            Shorthand for ``image_filter={"split": [split]}``, except that a file without ``split`` fields is
+            simply empty (kept for backward compatibility).
+        image_filter: keep only images whose fields take one of the listed values, e.g. ``{fold: [1, 2, 3]}``
+            for FDDB's folds (a scalar means a one-value list; several fields must all match). A field that
+            no image has is an error naming the fields the file does have, so a typo cannot select nothing.
         extra_fields: per-annotation fields copied into ``extras`` (e.g. ``[mask]`` for facemask).
         crowd_as_ignore: ``iscrowd=1`` boxes become ``ignore`` regions (default) instead of faces.
     """
@@ -32,20 +37,49 @@ class CocoFaces(FaceDataset):
     def __init__(self, ann_file: PathLike, image_root: Optional[PathLike] = None,
                  categories: Optional[Sequence[Union[str, int]]] = None,
                  label_map: Optional[Mapping[Union[str, int], int]] = None, min_visibility: int = 1,
-                 split: Optional[str] = None, extra_fields: Sequence[str] = (), crowd_as_ignore: bool = True,
-                 **kwargs) -> None:
+                 split: Optional[str] = None, image_filter: Optional[Mapping[str, Any]] = None,
+                 extra_fields: Sequence[str] = (), crowd_as_ignore: bool = True, **kwargs) -> None:
         self.ann_file = Path(ann_file)
         self.image_root = Path(image_root) if image_root is not None else self.ann_file.parent
         self.categories = categories
         self.label_map = label_map
         self.min_visibility = int(min_visibility)
         self.split = split
+        self.image_filter = self._check_image_filter(image_filter)
         self.extra_fields = list(extra_fields)
         self.crowd_as_ignore = crowd_as_ignore
         super().__init__(**kwargs)
 
     def describe(self) -> str:
-        return f"CocoFaces({self.ann_file}{', ' + self.split if self.split else ''})"
+        parts = [str(self.ann_file)] + ([self.split] if self.split else [])
+        parts += [f"{k} in {v}" for k, v in self.image_filter.items()]
+        return f"CocoFaces({', '.join(parts)})"
+
+    def _check_image_filter(self, image_filter: Optional[Mapping[str, Any]]) -> Dict[str, List[Any]]:
+        """``{field: value | [values]}`` -> ``{field: [values]}``; anything else is a clear error."""
+        if image_filter is None:
+            return {}
+        if not isinstance(image_filter, Mapping):
+            raise DataError(f"CocoFaces({self.ann_file}): image_filter must be a mapping {{field: [values]}}, "
+                            f"e.g. {{fold: [1, 2, 3]}}, got {image_filter!r}")
+        out = {}
+        for key, values in image_filter.items():
+            values = list(values) if isinstance(values, (list, tuple, set)) else [values]
+            if not values:
+                raise DataError(f"CocoFaces({self.ann_file}): image_filter.{key} is an empty list (selects nothing)")
+            out[str(key)] = values
+        return out
+
+    def _image_filter_keep(self, images: List[Any]) -> List[bool]:
+        """Which images pass ``image_filter`` (all when there is none)."""
+        valid = [img for img in images if isinstance(img, Mapping)]
+        present = set().union(*(img.keys() for img in valid)) if valid else set()
+        for key in self.image_filter:
+            if key not in present:
+                raise self._field_error(f"image_filter.{key}", f"no image has a {key!r} field; image fields are "
+                                        f"{sorted(present)}")
+        return [not isinstance(img, Mapping) or all(img.get(k) in vals for k, vals in self.image_filter.items())
+                for img in images]
 
     def _field_error(self, where: str, msg: str) -> DataError:
         return DataError(f"{self.ann_file}: {where}: {msg}")
@@ -100,11 +134,12 @@ class CocoFaces(FaceDataset):
             if face is not None:
                 faces[ann["image_id"]].append(face)
         records = []
+        passes = self._image_filter_keep(data["images"])
         for i, img in enumerate(data["images"]):
             if not isinstance(img, Mapping) or "id" not in img or "file_name" not in img:
                 self.bad_sample(self._field_error(f"images[{i}]", f"needs 'id' and 'file_name', got {img!r}"), "image")
                 continue
-            if self.split is not None and img.get("split") != self.split:
+            if (self.split is not None and img.get("split") != self.split) or not passes[i]:
                 continue
             fs = faces.get(img["id"], [])
             size = None
