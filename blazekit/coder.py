@@ -24,11 +24,13 @@ Size = Union[int, Sequence[int]]
 
 
 def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    """(cx, cy, w, h) [..., 4] -> (x1, y1, x2, y2) [..., 4]."""
     cx, cy, w, h = boxes.unbind(-1)
     return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
 
 
 def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
+    """(x1, y1, x2, y2) [..., 4] -> (cx, cy, w, h) [..., 4]."""
     x0, y0, x1, y1 = boxes.unbind(-1)
     return torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), dim=-1)
 

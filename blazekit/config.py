@@ -211,8 +211,8 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
         parts = key.split(".")
         node: Any = cfg
         for i, part in enumerate(parts[:-1]):
-            if isinstance(node, list) and part.isdigit():
-                node = node[int(part)]
+            if isinstance(node, list):
+                node = node[_list_index(node, part, item, ".".join(parts[:i]))]
                 continue
             if part not in node:
                 if not add:
@@ -222,13 +222,21 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
             if not isinstance(node, (MutableMapping, list)):
                 raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} is a value, not a section")
         last = parts[-1]
-        if isinstance(node, list) and last.isdigit():
-            node[int(last)] = value
+        if isinstance(node, list):
+            node[_list_index(node, last, item, ".".join(parts[:-1]))] = value
             continue
         if last not in node and not add:
             get(cfg, key)  # raises with close matches
         node[last] = value
     return cfg
+
+
+def _list_index(node: list, part: str, item: str, where: str) -> int:
+    """``part`` as an index into the list at ``where``, or a ConfigError saying which indices exist."""
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"override {item!r}: {where!r} is a list of {len(node)} items; "
+                          f"expected an index 0..{len(node) - 1}, got {part!r}")
+    return int(part)
 
 
 def dump(cfg: Mapping[str, Any], path: Optional[PathLike] = None) -> str:

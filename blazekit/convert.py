@@ -57,6 +57,7 @@ class SourceModel:
 
 
 def file_md5(path: PathLike) -> str:
+    """MD5 of a file, recorded in converted checkpoints so their source can be verified."""
     h = hashlib.md5()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -84,9 +85,13 @@ def read_tflite(path: PathLike) -> SourceModel:
     buf = path.read_bytes()
     try:
         model = tflite.Model.GetRootAsModel(buf, 0)
-        graph = model.Subgraphs(0)
+        graph = model.Subgraphs(0) if model.SubgraphsLength() > 0 else None
+        num_ops = graph.OperatorsLength() if graph is not None else 0
     except Exception as exc:
         raise ConversionError(f"{path}: not a readable TFLite flatbuffer ({exc})") from exc
+    if num_ops == 0:
+        raise ConversionError(f"{path}: not a TFLite model with a graph (no subgraph or no operators); "
+                              "is the file truncated or another format?")
     type_names = {v: k for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
 
     def tname(i: int) -> str:
@@ -194,17 +199,24 @@ def _group_head(items: List[Tuple[Any, str, SourceConv]], where: str) -> List[Di
 
 
 # ----------------------------------------------------------------------------- hollance
-def read_hollance(path: PathLike) -> SourceModel:
-    """Parse hollance's BlazeFace state dict (``blazeface.pth`` / ``blazefaceback.pth``)."""
-    path = Path(path)
+def _load_state_dict(path: Path) -> Mapping[str, Any]:
+    """A ``.pth`` state dict (or a ``{"state_dict": ...}`` wrapper), with an error naming the file otherwise."""
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConversionError(f"{path}: cannot load as a PyTorch state dict ({exc})") from exc
+        raise ConversionError(f"{path}: cannot load as a PyTorch state dict ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if isinstance(sd, Mapping) and "state_dict" in sd:
         sd = sd["state_dict"]
     if not isinstance(sd, Mapping):
         raise ConversionError(f"{path}: expected a state dict, got {type(sd).__name__}")
+    return sd
+
+
+def read_hollance(path: PathLike) -> SourceModel:
+    """Parse hollance's BlazeFace state dict (``blazeface.pth`` / ``blazefaceback.pth``)."""
+    path = Path(path)
+    sd = _load_state_dict(path)
     backbone: List[SourceConv] = []
     head_raw: List[Tuple[int, str, SourceConv]] = []
     for key, value in sd.items():
@@ -336,8 +348,7 @@ def guess_variant(path: PathLike) -> str:
         raise ConversionError(f"{path}: input size {hw} is neither the front (128) nor back (256) BlazeFace model; "
                               "pass a model config explicitly (--config)")
     if suffix in (".pth", ".pt"):
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        return "back" if any(k.startswith("final.") for k in sd) else "front"
+        return "back" if any(k.startswith("final.") for k in _load_state_dict(path)) else "front"
     raise ConversionError(f"{path}: unknown weight format {suffix!r}; expected .tflite (MediaPipe) or .pth (hollance)")
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar
+import re
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -100,6 +101,7 @@ class Registry:
         self.register(name, force=force)(obj)
 
     def names(self) -> List[str]:
+        """Registered names, sorted (what error messages list)."""
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
@@ -138,14 +140,38 @@ class Registry:
         return build(self, cfg, where=where, **defaults)
 
 
-def _accepted_args(fn: Callable[..., Any]) -> Optional[List[str]]:
+def _signature_args(fn: Callable[..., Any]) -> Optional[Tuple[List[str], bool]]:
+    """(named parameters, takes ``**kwargs``) of ``fn``, or None when it has no inspectable signature."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return None
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+    params = sig.parameters.values()
+    names = [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _accepted_args(fn: Callable[..., Any]) -> Optional[List[str]]:
+    """The keyword arguments ``fn`` accepts, or None when it takes ``**kwargs`` (anything may be valid)."""
+    found = _signature_args(fn)
+    if found is None or found[1]:
         return None
-    return [n for n, p in sig.parameters.items() if n != "self" and p.kind is not p.VAR_POSITIONAL]
+    return found[0]
+
+
+def _documented_args(fn: Callable[..., Any]) -> List[str]:
+    """Arguments for error messages: a class whose ``__init__`` takes ``**kwargs`` (e.g. a dataset forwarding
+    ``min_size`` to :class:`FaceDataset`) also lists those of its base classes' ``__init__``."""
+    out: List[str] = []
+    chain = [c.__init__ for c in inspect.getmro(fn) if "__init__" in vars(c)] if inspect.isclass(fn) else [fn]
+    for init in chain:
+        found = _signature_args(init)
+        if found is None:
+            break
+        out += [n for n in found[0] if n not in out]
+        if not found[1]:
+            break
+    return out
 
 
 def build(registry: Registry, cfg: Mapping[str, Any], where: str = "", **defaults: Any) -> Any:
@@ -182,9 +208,15 @@ def build(registry: Registry, cfg: Mapping[str, Any], where: str = "", **default
     try:
         return obj(**kwargs)
     except TypeError as exc:
+        known = accepted if accepted is not None else _documented_args(obj)
+        hint = ""
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if bad and known:
+            m = close_matches(bad.group(1), known)
+            hint = f" (did you mean {m[0]!r}?)" if m else ""
         raise BuildError(
-            f"{label}: building {type_name} failed: {exc}. "
-            f"Accepted arguments: {', '.join(accepted) if accepted else '(see its signature)'}"
+            f"{label}: building {type_name} failed: {exc}{hint}. "
+            f"Accepted arguments: {', '.join(known) if known else '(see its signature)'}"
         ) from exc
 
 

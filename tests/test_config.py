@@ -114,3 +114,13 @@ def test_replace_marker_survives_bases_and_never_leaks(tmp_path):
     cfg = C.load(tmp_path / "c.yml")
     assert cfg["data"]["train"]["dataset"] == {"type": "CocoFaces", "ann_file": "y"}  # replaced, root gone
     assert cfg["data"]["train"]["batch_size"] == 2 and cfg["opt"] == {"type": "AdamW"}  # no marker left
+
+
+def test_override_list_index_errors_name_the_list(cfgs):
+    cfg = C._load_with_bases(cfgs / "child.yml", ())
+    with pytest.raises(C.ConfigError, match=r"'train.milestones' is a list of 1 items; expected an index 0..0, got '3'"):
+        C.apply_overrides(cfg, ["train.milestones.3=1"])
+    with pytest.raises(C.ConfigError, match=r"'train.milestones' is a list of 1 items.*got 'first'"):
+        C.apply_overrides(cfg, ["train.milestones.first=1"])
+    out = C.apply_overrides({"a": [{"b": 1}, {"b": 2}]}, ["a.1.b=5"])
+    assert out == {"a": [{"b": 1}, {"b": 5}]}

@@ -141,3 +141,24 @@ def test_named_weights_and_attribution():
     text = (path.parent / "ATTRIBUTION.md").read_text()
     assert "c21001d6003fe98ed674c5f6c13ca652" in text and "Apache" in text and "tools/convert.py" in text
     assert "Apache License" in (path.parent / "LICENSE").read_text()
+
+
+def test_corrupt_sources_name_the_file(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    zeros, noise = tmp_path / "zeros.tflite", tmp_path / "noise.tflite"
+    zeros.write_bytes(b"\0" * 64)
+    noise.write_bytes(rng.bytes(4000))
+    with pytest.raises(convert.ConversionError, match=r"zeros\.tflite: not a TFLite model with a graph"):
+        convert.read_tflite(zeros)
+    with pytest.raises(convert.ConversionError, match=r"noise\.tflite: not a readable TFLite flatbuffer"):
+        convert.read_tflite(noise)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a pickle")
+    # without --config the variant is guessed from the content first: that must name the file too
+    with pytest.raises(convert.ConversionError, match=r"junk\.pth: cannot load as a PyTorch state dict"):
+        convert.convert_checkpoint(junk)
+    spec = importlib.util.spec_from_file_location("bk_tools_convert2", REPO / "tools" / "convert.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([str(junk), str(tmp_path / "out.pt")]) == 2
+    assert "error: " + str(junk) in capsys.readouterr().err and not (tmp_path / "out.pt").exists()

@@ -64,6 +64,19 @@ data:
     assert img.shape == (384, 384, 3)  # 128 input zoomed x3
     green = (img[..., 1] == 255) & (img[..., 0] == 0) & (img[..., 2] == 0)
     assert green.sum() > 50  # a box was drawn
-    bad = subprocess.run([sys.executable, str(REPO / "tools" / "browse_dataset.py"), str(cfg), "--split", "vall"],
-                         capture_output=True, text=True, timeout=60)
-    assert bad.returncode != 0 and "no data.vall" in bad.stderr
+
+
+def test_browse_tool_reports_config_mistakes_in_one_line(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bk_tools_browse", REPO / "tools" / "browse_dataset.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = tmp_path / "demo.yml"
+    cfg.write_text(f"data: {{train: {{dataset: {{type: CocoFaces, ann_file: {DEMO_ANNOTATIONS}, split: train}}}}}}\n")
+    assert tool.main([str(cfg), "--split", "vall", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "error: config has no data.vall with a 'dataset' (data has ['train'])" in err
+    cfg.write_text("data: {train: {dataset: {type: CocoFace, ann_file: x.json}}}\n")
+    assert tool.main([str(cfg), "--out", str(tmp_path / "b")]) == 2
+    assert "Did you mean 'CocoFaces'" in capsys.readouterr().err

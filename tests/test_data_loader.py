@@ -124,3 +124,68 @@ def test_custom_dataset_example_from_readme_runs_with_two_workers(tmp_path, monk
     assert images.shape == (2, 3, 128, 128)
     assert all(t["ignore"].dtype == torch.bool for t in targets)
     assert sum(int((~t["ignore"]).sum()) for _, ts in batches for t in ts) == 4
+
+
+def test_pin_memory_and_persistence_follow_the_config():
+    cfg = {"dataset": DEMO_TRAIN, "batch_size": 2, "num_workers": 1, "pin_memory": True, "persistent_workers": False}
+    loader = build_dataloader(cfg, MODEL)
+    assert loader.pin_memory is True and loader.persistent_workers is False and loader.num_workers == 1
+    assert build_dataloader({"dataset": DEMO_TRAIN}, MODEL).pin_memory == torch.cuda.is_available()
+
+
+def test_environment_variables_in_dataset_paths(monkeypatch):
+    """``${VAR}`` in a dataset path resolves in every builder (configs point at ${BLAZEKIT_SHARED}/data)."""
+    from blazekit.config import ConfigError
+    from blazekit.data import build_dataset
+
+    monkeypatch.setenv("BK_TEST_DEMO", str(DEMO_ANNOTATIONS.parent))
+    cfg = {"type": "CocoFaces", "ann_file": "${BK_TEST_DEMO}/annotations.json", "split": "train"}
+    assert len(build_dataset(cfg)) == 7
+    assert len(build_dataset([cfg, {**cfg, "split": "val"}])) == 10  # ConcatDataset parts too
+    loader = build_dataloader({"dataset": cfg, "batch_size": 7}, MODEL)
+    assert len(loader.dataset) == 7
+    monkeypatch.delenv("BK_TEST_DEMO")
+    with pytest.raises(ConfigError, match="BK_TEST_DEMO"):
+        build_dataset(cfg)
+
+
+def _wider(tmp_path, gt_text):
+    root = tmp_path / "wider"
+    (root / "wider_face_split").mkdir(parents=True)
+    (root / "wider_face_split" / "wider_face_val_bbx_gt.txt").write_text(gt_text)
+    (root / "WIDER_val" / "images" / "0--x").mkdir(parents=True)
+    cv2.imwrite(str(root / "WIDER_val" / "images" / "0--x" / "a.jpg"), np.full((100, 120, 3), 128, np.uint8))
+    return root
+
+
+def test_empty_annotation_file_is_an_error_not_an_empty_dataset(tmp_path):
+    from blazekit.data import DataError, FaceDataset, WiderFace
+
+    with pytest.raises(DataError, match=r"wider_face_val_bbx_gt\.txt.*no usable images: the annotations list no images"):
+        WiderFace(_wider(tmp_path, ""), split="val")
+
+    class Nothing(FaceDataset):
+        def load_records(self):
+            return []
+
+    with pytest.raises(DataError, match="Nothing: no usable images"):
+        Nothing()
+    # every image unreadable under on_bad_sample=skip: the error says so instead of an empty loader
+    gt = "0--x/missing.jpg\n1\n1 2 10 10 0 0 0 0 0 0\n"
+    with pytest.raises(DataError, match=r"all 1 were skipped as unreadable \(image file not found: .*missing\.jpg"):
+        WiderFace(_wider(tmp_path / "b", gt), split="val", on_bad_sample="skip")
+
+
+def test_truncated_wider_file_names_file_and_line(tmp_path):
+    from blazekit.data import DataError, WiderFace
+
+    gt = "0--x/a.jpg\n1\n1 2 10 10 0 0 0 0 0 0\n0--x/a.jpg\n3\n5 5 20 20 0 0 0 0 0 0\n"  # 3 faces announced, 1 given
+    root = _wider(tmp_path, gt)
+    with pytest.raises(DataError, match=r"wider_face_val_bbx_gt\.txt:7: file ends after 1 of the 3 faces of '0--x/a\.jpg'"):
+        WiderFace(root, split="val")
+    ds = WiderFace(root, split="val", on_bad_sample="skip")
+    assert (len(ds), ds.summary.faces, ds.summary.skipped_annotations) == (1, 1, 1)
+    # an image whose every face line is malformed is counted as a skipped image, never kept as background
+    gt = "0--x/a.jpg\n1\n1 2 10 10 0 0 0 0 0 0\n0--x/a.jpg\n1\nx y w h\n"
+    ds = WiderFace(_wider(tmp_path / "c", gt), split="val", on_bad_sample="skip")
+    assert (len(ds), ds.summary.skipped_images, ds.summary.skipped_annotations) == (1, 1, 1)

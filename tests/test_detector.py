@@ -292,3 +292,35 @@ def test_mediapipe_weights_at_non_square_runtime_size(shared):
     (det,) = m.predict([wide], input_size=(128, 256))
     assert len(det["scores"]) == 1 and abs(det["scores"][0] - ref["scores"][0]) < 1e-3
     assert np.allclose(det["boxes"][0], ref["boxes"][0] + [64, 0, 64, 0], atol=0.5)
+
+
+def test_misspelt_named_weights_suggest_the_name():
+    with pytest.raises(FileNotFoundError, match=r"'mediapipe_short_rang'.*Did you mean 'mediapipe_short_range'"):
+        build_detector(FRONT, weights="mediapipe_short_rang")
+
+
+def test_named_init_in_config_loads_shipped_weights():
+    """``model.init: mediapipe_short_range`` loads the shipped checkpoint by name and stays trainable."""
+    from blazekit.weights import NAMED_WEIGHTS
+
+    m = build_detector(_cfg(init="mediapipe_short_range"))
+    assert m.training
+    shipped = torch.load(NAMED_WEIGHTS["mediapipe_short_range"], map_location="cpu", weights_only=True)["state_dict"]
+    sd = m.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in shipped.items())
+
+
+@pytest.mark.parametrize("k", [0, 4])
+def test_num_keypoints_is_configurable(k):
+    """K sets the head width (4 + 2K per anchor), the decoded keypoints and the predict output."""
+    m = build_detector(_cfg(num_keypoints=k))
+    assert [c.out_channels for c in m.head.reg_convs] == [2 * (4 + 2 * k), 6 * (4 + 2 * k)]
+    reg, logits = m.raw(torch.zeros(1, 3, 128, 128))
+    assert reg.shape == (1, 896, 4 + 2 * k) and logits.shape == (1, 896, 1)
+    _, kpts, _ = m.decode(reg, logits)
+    assert kpts.shape == (1, 896, k, 2)
+    target = {"boxes": torch.tensor([[10.0, 10.0, 60.0, 60.0]]), "keypoints": torch.full((1, k, 2), 30.0)}
+    out = m(torch.zeros(1, 3, 128, 128), [target])
+    assert torch.isfinite(out["loss"]) and (out["loss_kpt"].item() > 0) == (k > 0)
+    (det,) = m.predict([np.zeros((50, 80, 3), np.uint8)], score_thr=0.0, max_det=3)
+    assert det["keypoints"].shape == (3, k, 2) and det["boxes"].shape == (3, 4)

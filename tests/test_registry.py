@@ -111,3 +111,26 @@ def test_builtins_registered_on_import():
     for reg_name, item in expected.items():
         names = ALL_REGISTRIES[reg_name].names()
         assert any(n.lower() == item.lower() for n in names), f"{item} not in {reg_name}: {names}"
+
+
+def test_kwargs_forwarding_class_error_lists_base_arguments():
+    """A dataset-style class (own args + **kwargs for its base) still gets the full list and a close match."""
+    r = Registry("datasets")
+
+    class Base:
+        def __init__(self, transforms=None, min_size=0, on_bad_sample="raise"):
+            self.min_size = min_size
+
+    @r.register()
+    class MyFaces(Base):
+        def __init__(self, root, split="train", **kwargs):
+            self.root = root
+            super().__init__(**kwargs)
+
+    assert r.build({"type": "MyFaces", "root": "x", "min_size": 8}).min_size == 8
+    with pytest.raises(BuildError) as e:
+        r.build({"type": "MyFaces", "root": "x", "min_sise": 8}, where="data.train.dataset")
+    msg = str(e.value)
+    assert msg.startswith("data.train.dataset: building MyFaces failed")
+    assert "(did you mean 'min_size'?)" in msg
+    assert "Accepted arguments: root, split, transforms, min_size, on_bad_sample" in msg

@@ -46,6 +46,21 @@ def worker_init(worker_id: int) -> None:
         seed_transforms(info.dataset, seed)
 
 
+def split_transforms(split_cfg: Mapping[str, Any], model_cfg: Optional[Mapping[str, Any]] = None) -> Compose:
+    """The transforms of one ``data.<split>`` section (default: Letterbox + Normalize), with the input size,
+    normalisation, pad value and K of ``model_cfg``; shared by the loader and the browse tool so both show
+    the model exactly the same pixels."""
+    from .transforms import build_transforms
+
+    model_cfg = model_cfg or {}
+    pre = model_cfg.get("preprocess", {}) or {}
+    return build_transforms(split_cfg.get("transforms", DEFAULT_TRANSFORMS),
+                            input_size=model_cfg.get("input_size", (128, 128)),
+                            normalize=pre.get("normalize", "minus_one_one"),
+                            num_keypoints=model_cfg.get("num_keypoints", 6), pad_value=pre.get("pad_value", 0),
+                            where="transforms")
+
+
 def build_dataloader(split_cfg: Mapping[str, Any], model_cfg: Optional[Mapping[str, Any]] = None, seed: int = 0,
                      distributed: bool = False, train: bool = True) -> DataLoader:
     """DataLoader for one ``data.<split>`` section (see docs/architecture.md, "Data config and builders").
@@ -55,7 +70,7 @@ def build_dataloader(split_cfg: Mapping[str, Any], model_cfg: Optional[Mapping[s
     CUDA being available, ``persistent_workers`` to ``num_workers > 0``. The same ``seed`` gives the same
     batches, augmentations included, for any ``num_workers`` setting kept fixed.
     """
-    from . import build_dataset, build_transforms
+    from . import build_dataset
 
     if not isinstance(split_cfg, Mapping) or "dataset" not in split_cfg:
         raise ValueError(f"data split config needs a 'dataset' entry, got {split_cfg!r}")
@@ -63,12 +78,7 @@ def build_dataloader(split_cfg: Mapping[str, Any], model_cfg: Optional[Mapping[s
     if unknown:
         raise ValueError(f"data split config: unknown keys {sorted(unknown)}; accepted: {sorted(LOADER_KEYS)}")
     model_cfg = model_cfg or {}
-    pre = model_cfg.get("preprocess", {}) or {}
-    transforms = build_transforms(split_cfg.get("transforms", DEFAULT_TRANSFORMS),
-                                  input_size=model_cfg.get("input_size", (128, 128)),
-                                  normalize=pre.get("normalize", "minus_one_one"),
-                                  num_keypoints=model_cfg.get("num_keypoints", 6),
-                                  pad_value=pre.get("pad_value", 0))
+    transforms = split_transforms(split_cfg, model_cfg)
     dataset = build_dataset(split_cfg["dataset"], transforms=transforms)
     dataset_k = getattr(dataset, "num_keypoints", None)
     if dataset_k is not None and "num_keypoints" in model_cfg and dataset_k != model_cfg["num_keypoints"]:

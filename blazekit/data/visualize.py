@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, List, Mapping, Optional, Union
 
 import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..config import ConfigError
 from ..preprocess import NORMALIZATIONS
 
 #: RGB colour per MediaPipe keypoint: right eye, left eye, nose, mouth, right ear, left ear
@@ -51,17 +52,15 @@ def draw_sample(sample: Mapping[str, Any], normalization: str = "minus_one_one",
 def browse(cfg: Mapping[str, Any], split: str = "train", n: int = 16, out: Union[str, Path] = "browse",
            seed: int = 0, zoom: Optional[float] = None) -> List[Path]:
     """Write ``n`` PNGs of ``data.<split>`` samples after its transforms; returns the paths."""
-    from . import build_dataset, build_transforms
+    from . import build_dataset
+    from .loader import split_transforms
 
-    data = cfg.get("data", {})
-    if split not in data:
-        raise KeyError(f"config has no data.{split} (has {sorted(data)})")
+    data = cfg.get("data") or {}
+    if split not in data or not isinstance(data[split], Mapping) or "dataset" not in data[split]:
+        raise ConfigError(f"config has no data.{split} with a 'dataset' (data has {sorted(data)})")
     split_cfg, model = data[split], cfg.get("model", {}) or {}
-    pre = model.get("preprocess", {}) or {}
-    normalization = pre.get("normalize", "minus_one_one")
-    transforms = build_transforms(split_cfg.get("transforms", [{"type": "Letterbox"}, {"type": "Normalize"}]),
-                                  input_size=model.get("input_size", (128, 128)), normalize=normalization,
-                                  num_keypoints=model.get("num_keypoints", 6), pad_value=pre.get("pad_value", 0))
+    normalization = (model.get("preprocess", {}) or {}).get("normalize", "minus_one_one")
+    transforms = split_transforms(split_cfg, model)
     transforms.reseed(seed)
     dataset = build_dataset(split_cfg["dataset"], transforms=transforms)
     out = Path(out)

@@ -108,6 +108,7 @@ class BlazeFace(nn.Module):
         return a, p
 
     def check_input_size(self, size: Size) -> None:
+        """Refuse sizes the backbone cannot tile exactly (every level's grid must match its anchors)."""
         m = max(self.strides)
         if size[0] % m or size[1] % m or min(size) <= 0:
             raise ValueError(f"input size (H, W) = {tuple(size)} must be positive and divisible by {m}, "
@@ -142,7 +143,8 @@ class BlazeFace(nn.Module):
             feats = self.neck(feats)
         return self.head(feats)
 
-    def forward(self, images: Tensor, targets: Optional[Sequence[Mapping[str, Any]]] = None):
+    def forward(self, images: Tensor, targets: Optional[Sequence[Mapping[str, Any]]] = None
+                ) -> Union[Tuple[Tensor, Tensor], Dict[str, Tensor]]:
         """Without targets: :meth:`raw`. With targets (collated list): the loss dict."""
         if targets is None:
             return self.raw(images)
@@ -285,20 +287,14 @@ def _model_section(cfg: Union[str, os.PathLike, Mapping[str, Any]]) -> Dict[str,
 
 
 def resolve_weights_path(weights: Union[str, os.PathLike]) -> Path:
-    """A NAMED_WEIGHTS name (``mediapipe_short_range``) or a checkpoint path -> existing file."""
-    name = os.fspath(weights)
-    try:
-        from .. import weights as named  # provided by the weights package
-    except ImportError:
-        named = None
-    if named is not None and name in getattr(named, "NAMED_WEIGHTS", {}):
-        return Path(named.resolve_weights(name))
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    known = sorted(getattr(named, "NAMED_WEIGHTS", {})) if named is not None else []
-    raise FileNotFoundError(f"weights {name!r}: no such checkpoint file, and not a named weight "
-                            f"(named weights: {', '.join(known) or '(none available)'})")
+    """A NAMED_WEIGHTS name (``mediapipe_short_range``) or a checkpoint path -> existing file.
+
+    One rule for every caller (:func:`blazekit.weights.resolve_weights`): a typo'd name is answered
+    with the closest named weights.
+    """
+    from ..weights import resolve_weights
+
+    return Path(resolve_weights(weights))
 
 
 def load_weights(model: BlazeFace, weights: Union[str, os.PathLike], strict: bool = True) -> Dict[str, List[Any]]:

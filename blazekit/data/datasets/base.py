@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
@@ -61,6 +60,7 @@ class DatasetSummary:
     problems: List[str] = field(default_factory=list)  # first few skip reasons, for the log
 
     def add(self, other: "DatasetSummary") -> None:
+        """Add another dataset's counts (ConcatDataset's total); keeps the first few problems."""
         for f in fields(self):
             if isinstance(getattr(self, f.name), int):
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
@@ -147,6 +147,10 @@ class FaceDataset(Dataset):
                 self.bad_sample(exc, kind="image")
         self.summary.images = len(self.records)
         logger.info(str(self.summary))
+        if not self.records:
+            why = (f"all {self.summary.skipped_images} were skipped as unreadable ({'; '.join(self.summary.problems[:2])})"
+                   if self.summary.skipped_images else "the annotations list no images (empty file or filter?)")
+            raise DataError(f"{self.describe()}: no usable images: {why}")
 
     # -- for subclasses -------------------------------------------------------------------------------------
     def load_records(self) -> Sequence[FaceRecord]:

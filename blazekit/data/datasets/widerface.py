@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from .base import DataError, FaceDataset, FaceRecord, PathLike
 WIDER_ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 
 
-def retinaface_to_blazeface(points5: np.ndarray, visible5: np.ndarray, num_keypoints: int = 6):
+def retinaface_to_blazeface(points5: np.ndarray, visible5: np.ndarray,
+                            num_keypoints: int = 6) -> Tuple[np.ndarray, np.ndarray]:
     """RetinaFace's 5 points (eye on image left, eye on image right, nose, mouth corners) -> BlazeFace's 6.
 
     RetinaFace lists the subject's right eye first, like MediaPipe; the mouth centre is the mean of the two
@@ -112,6 +113,10 @@ class WiderFace(FaceDataset):
                 continue
             body = lines[i + 2:i + 2 + max(count, 1)]  # count 0 is followed by one all-zero line
             i += 2 + max(count, 1)
+            if len(body) < count:  # a file cut short must not quietly lose the last image's faces
+                self.bad_sample(self._err(len(lines) + 1, f"file ends after {len(body)} of the {count} faces of "
+                                                          f"{name!r} (truncated annotation file?)"))
+                continue
             rows, bad = [], False
             for j, line in enumerate(body[:count]):
                 parts = line.split()
@@ -126,7 +131,8 @@ class WiderFace(FaceDataset):
                     bad = True
                     continue
                 rows.append((vals + [0.0] * 10)[:10])
-            if bad and not rows and count:
+            if bad and not rows and count:  # every face line malformed: the image would train as background
+                self.summary.skipped_images += 1
                 continue
             arr = np.asarray(rows, np.float32).reshape(-1, 10)
             boxes = np.concatenate([arr[:, :2], arr[:, :2] + arr[:, 2:4]], axis=1)
