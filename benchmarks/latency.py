@@ -42,7 +42,8 @@ from blazekit.models.detector import build_detector  # noqa: E402
 from blazekit.preprocess import letterbox, normalize  # noqa: E402
 
 CONFIG = "_base_/models/blazeface_front.yml"
-TFLITE_CANDIDATES = [ROOT.parent / "shared" / "weights" / "mediapipe" / "face_detection_short_range.tflite"]
+SHARED = Path(os.environ.get("BLAZEKIT_SHARED", ROOT.parent / "shared"))  # as tests/conftest.py
+TFLITE_CANDIDATES = [SHARED / "weights" / "mediapipe" / "face_detection_short_range.tflite"]
 
 
 def timeit(fn: Callable[[], object], repeats: int, warmup: int = 3) -> Tuple[float, float]:

@@ -93,3 +93,52 @@ def test_evaluate_reports_nme_on_landmarks_mini(shared, tmp_path, monkeypatch):
     assert res["nme/faces"] == 46 and 5 <= res["nme/faces_matched"] <= 46
     assert 0.0 < res["nme"] < 0.5
     assert 0.0 < res["coco/AP50"] <= 1.0 and "wider/easy" not in res
+
+
+def test_eval_tool_on_demo_prints_settings_draws_and_saves_preds(tmp_path, monkeypatch, capsys):
+    """Any dataset (not only WIDER): settings printed, official prediction files, drawn PNGs."""
+    import eval as eval_tool
+
+    from blazekit.evaluation.wider import read_prediction_file
+    from blazekit.inference import load_image
+
+    monkeypatch.chdir(REPO)  # the demo config's paths are relative to the repository root
+    rc = eval_tool.main(["configs/quickstart.yml", "--weights", "mediapipe_short_range", "--quiet",
+                         "--save-preds", str(tmp_path / "preds"), "--vis", str(tmp_path / "vis"), "--num-vis", "2",
+                         "--set", "eval.test_scale=[256, 256]"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "score_thr 0.02, test scale 256x256" in out and "2 drawn image(s)" in out
+    files = sorted((tmp_path / "preds" / "images").glob("*.txt"))
+    assert [f.stem for f in files] == ["grace_hopper", "sample4", "sample6"]  # the 3 val photos
+    lines = files[0].read_text().splitlines()
+    assert lines[0] == "grace_hopper" and int(lines[1]) == len(lines) - 2 >= 1
+    rows = read_prediction_file(files[0])
+    assert rows[:, 4].max() > 0.8 and (rows[:, 4] >= 0.02).all()  # x y w h score, kept down to eval.score_thr
+    x, y, w, h = rows[rows[:, 4].argmax(), :4]
+    assert 140 < x + w / 2 < 400 and 120 < y + h / 2 < 380  # Grace Hopper's face (gt 166,143 200x200)
+    pngs = sorted((tmp_path / "vis").glob("*.png"))
+    assert len(pngs) == 2 and pngs[0].name == "000_grace_hopper.png"
+    img = load_image(pngs[0])
+    green = (img == (0, 220, 0)).all(-1)  # ground truth (x 166..366, y 143..343)
+    red = (img == (255, 40, 40)).all(-1)  # detections above vis_score_thr
+    ys, xs = np.nonzero(green)
+    assert green.sum() > 100 and 160 <= xs.min() and xs.max() <= 372 and 137 <= ys.min() and ys.max() <= 349
+    assert red.sum() > 100 and 100 < np.nonzero(red)[1].mean() < 430
+
+
+def test_tools_report_user_errors_in_one_line(tmp_path, monkeypatch, capsys):
+    """Missing dataset / ground truth: exit code 2 and a message saying where and what, no traceback."""
+    import eval as eval_tool
+    import wider_eval
+
+    monkeypatch.chdir(tmp_path)  # no data/widerface here
+    assert eval_tool.main([str(REPO / "configs" / "blazeface_front.yml"), "--weights", "mediapipe_short_range"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: data.val.dataset.root: WIDER FACE not found at") and "wider_face" in err
+    assert "Traceback" not in err
+    assert wider_eval.main(["--pred", str(tmp_path), "--gt", str(tmp_path / "gt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: WIDER ground truth incomplete") and "wider_face_val.mat" in err
+    assert eval_tool.main([str(REPO / "configs" / "quickstart.yml"), "--split", "test"]) == 2
+    assert "no data.test section" in capsys.readouterr().err

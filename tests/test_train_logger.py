@@ -31,3 +31,38 @@ def test_disabled_logger_writes_nothing(tmp_path):
     log.info("x")
     assert not (tmp_path / "rank1").exists()
     assert json.dumps({}) == "{}"
+
+
+def test_curves_show_headline_metrics_only():
+    """Counts (nme/faces) and pycocotools' -1 'undefined' would flatten the 0..1 validation curves."""
+    from blazekit.engine.logger import headline_metric_keys
+
+    val = [{"type": "val", "step": 5, "epoch": 1, "coco/AP": 0.3, "coco/AP50": 0.66, "coco/APs": -1.0,
+            "coco/AR10": 0.33, "nme": 0.13, "nme/faces": 9, "nme/faces_matched": 6, "fddb/wider/easy": 0.8},
+           {"type": "val", "step": 9, "epoch": 2, "coco/APs": -1.0, "coco/AR": 0.4}]
+    assert headline_metric_keys(val) == ["coco/AP", "coco/AP50", "coco/AR", "fddb/wider/easy", "nme"]
+
+
+def test_console_lines_do_not_glue_onto_a_progress_bar():
+    """Log lines go through tqdm.write: the bar is cleared first, so each message starts its own line."""
+    import io
+    import logging
+
+    from tqdm import tqdm
+
+    from blazekit.engine.logger import TqdmStreamHandler
+
+    stream = io.StringIO()
+    log = logging.getLogger("blazekit.test_tqdm_handler")
+    log.propagate = False
+    handler = TqdmStreamHandler(stream)
+    log.addHandler(handler)
+    try:
+        with tqdm(total=3, file=stream, desc="epoch 1/1", ascii=True) as bar:
+            bar.update(1)
+            log.warning("validation: AP 0.5")
+            bar.update(1)
+    finally:
+        log.removeHandler(handler)
+    lines = stream.getvalue().replace("\r", "\n").split("\n")
+    assert "validation: AP 0.5" in lines  # a line of its own, not "epoch 1/1: 33%|...validation: AP 0.5"

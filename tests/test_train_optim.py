@@ -96,3 +96,21 @@ def test_freeze_by_pattern_and_frozen_norms():
     assert sum(len(g["params"]) for g in groups) == 2
     with pytest.raises(ValueError, match="matches no parameter"):
         freeze_parameters(net, ["backbone"])
+
+
+def test_lr_mult_by_name_scales_backbone_lr_and_survives_scheduler():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
+    opt = build_optimizer(model, {"type": "AdamW", "lr": 1e-3, "weight_decay": 0.1, "lr_mult": {"0": 0.1, "1.*": 0.5}})
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == pytest.approx({"decay_lr_x0.1": 1e-4, "decay": 1e-3, "no_decay_lr_x0.1": 1e-4,
+                                 "no_decay_lr_x0.5": 5e-4, "no_decay": 1e-3})
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)  # the trainer logs group 0: keep the base LR there
+    by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert by_param[id(model[0].weight)] == pytest.approx(1e-4) and by_param[id(model[2].weight)] == pytest.approx(1e-3)
+    assert sum(len(g["params"]) for g in opt.param_groups) == 6
+    sched = CosineLR(opt, total_iters=10, min_lr_ratio=0.5)
+    for _ in range(10):
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([g["initial_lr"] * 0.5 for g in opt.param_groups])
+    with pytest.raises(ValueError, match="lr_mult: pattern 'head' matches no trainable parameter"):
+        build_optimizer(model, {"type": "SGD", "lr": 0.1, "lr_mult": {"head": 0.1}})

@@ -197,3 +197,18 @@ def test_cuda_oom_names_the_batch_size_to_lower(tmp_path):
     images, targets = next(iter(tr.train_loader))
     with pytest.raises(TrainingError, match=r"batch size 4 per process.*--set data.train.batch_size=2"):
         tr.train_step(images, targets)
+
+
+@pytest.mark.slow
+def test_quickstart_config_learns_without_hurting_ap(tmp_path, monkeypatch):
+    """configs/quickstart.yml as shipped (README step 1): AP before/after, and fine-tuning moves the model."""
+    monkeypatch.chdir(REPO)
+    tr = Trainer(REPO / "configs" / "quickstart.yml", work_dir=tmp_path, overrides=["train.progress_bar=false"])
+    summary = tr.fit()
+    tr.logger.close()
+    before, after = summary["before"]["coco/AP"], summary["last"]["coco/AP"]
+    assert before == pytest.approx(0.7956, abs=2e-3)  # MediaPipe's own weights at 256x256 on the 3 val photos
+    assert after >= before and summary["best_metric"] >= before  # fine-tuning the head does not hurt
+    assert summary["last"]["nme"] != summary["before"]["nme"]  # and it does learn something
+    assert summary["time_s"] < 120
+    assert "coco/AP before training" in (tmp_path / "train.log").read_text()

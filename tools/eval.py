@@ -5,7 +5,8 @@
 
 Prints a table with the score threshold and test scale the numbers were measured at; --out writes the
 same flat keys (coco/AP, wider/easy, nme, settings/...) as JSON and the WIDER PR curves to a PNG beside
-it; --save-preds writes the official WIDER prediction files (<event>/<name>.txt) for other tools.
+it; --save-preds writes the official WIDER prediction files (<event>/<name>.txt) for other tools;
+--vis DIR draws ground truth and detections of the first images to PNGs.
 """
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--split", default="val", help="data section to evaluate (default: val)")
     p.add_argument("--out", default=None, help="results JSON (flat keys)")
     p.add_argument("--save-preds", default=None, metavar="DIR", help="write official WIDER prediction files here")
+    p.add_argument("--vis", default=None, metavar="DIR",
+                   help="draw ground truth (green) and detections (red) of the first --num-vis images to PNGs here")
+    p.add_argument("--num-vis", type=int, default=8, help="images drawn per dataset with --vis (default: 8)")
     p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images (quick check)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda:0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -40,17 +44,26 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """The tool; a bad config, weight file or input ends in one 'error: ...' line and exit code 2."""
+    from blazekit.engine.cli import run_tool
+
+    return run_tool(_main, argv)
+
+
+def _main(argv=None) -> int:
     args = parse_args(argv)
     import blazekit
     from blazekit import config as cfglib
     from blazekit.engine.evaluator import Evaluator, format_table
+    from blazekit.engine.trainer import check_dataset_paths
     from blazekit.evaluation.plots import plot_pr_curves
 
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
+    check_dataset_paths(cfg, splits=(args.split,))  # a missing dataset says where it was expected
     weights = args.weights or (cfg.get("model") or {}).get("init")
     detector = blazekit.build_detector(cfg, weights=weights, device=args.device)
     ev = Evaluator(detector, cfg, split=args.split, progress=not args.quiet, max_images=args.max_images,
-                   save_preds=args.save_preds)
+                   save_preds=args.save_preds, vis_dir=args.vis, num_vis=args.num_vis)
     t0 = time.perf_counter()
     metrics = ev.run()
     settings = ev.settings
@@ -69,6 +82,8 @@ def main(argv=None) -> int:
         print(f"results: {out}")
     if args.save_preds:
         print(f"WIDER prediction files: {args.save_preds}")
+    if ev.vis_written:
+        print(f"{len(ev.vis_written)} drawn image(s) (ground truth green, detections red): {args.vis}")
     return 0
 
 

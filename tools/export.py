@@ -47,6 +47,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """The tool; a bad config, weight file or input ends in one 'error: ...' line and exit code 2."""
+    from blazekit.engine.cli import run_tool
+
+    return run_tool(_main, argv)
+
+
+def _main(argv=None) -> int:
     args = parse_args(argv)
     import blazekit
     from blazekit import config as cfglib

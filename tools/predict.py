@@ -3,7 +3,7 @@
     python tools/predict.py configs/blazeface_front.yml --weights mediapipe_short_range photos/ clip.mp4 --out runs/predict
 
 Exit code: 0 when every input was processed, 1 when some were unreadable (listed at the end; the rest
-are still written), 2 when nothing could be processed at all.
+are still written), 2 when nothing could be processed at all or the config/weights are unusable.
 """
 from __future__ import annotations
 
@@ -50,6 +50,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """The tool; a bad config, weight file or input ends in one 'error: ...' line and exit code 2."""
+    from blazekit.engine.cli import run_tool
+
+    return run_tool(_main, argv)
+
+
+def _main(argv=None) -> int:
     args = parse_args(argv)
     import blazekit
     from blazekit import config as cfglib

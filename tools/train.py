@@ -35,21 +35,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import blazekit  # noqa: F401  (registers every built-in)
-    from blazekit.config import ConfigError
     from blazekit.engine import distributed as dist_utils
-    from blazekit.engine.checkpoint import CheckpointError
-    from blazekit.engine.trainer import DatasetNotFoundError, Trainer, TrainingError
-    from blazekit.registry import BuildError, RegistryError
+    from blazekit.engine.cli import run_tool
+    from blazekit.engine.trainer import Trainer
 
-    try:
+    summary = {}
+
+    def train(_argv=None) -> int:
         trainer = Trainer(args.config, work_dir=args.work_dir, device=args.device, resume=args.resume,
                           seed=args.seed, overrides=args.overrides, imports=args.imports)
-        summary = trainer.fit()
-    except (ConfigError, RegistryError, BuildError, DatasetNotFoundError, TrainingError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        summary.update(trainer.fit())
+        return 0
+
+    try:
+        rc = run_tool(train)  # a bad config, missing dataset or incompatible checkpoint: one error line, exit 2
     finally:
         dist_utils.cleanup()
+    if rc:
+        return rc
     if dist_utils.get_rank() == 0 and summary.get("best_metric") is not None:
         print(f"best {summary['val_metric']} = {summary['best_metric']:.4f} (epoch {summary['best_epoch']}); "
               f"checkpoints in {summary['work_dir']}")

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from ..config import expand_env
+from ..config import ConfigError, expand_env
 from ..evaluation.coco import CocoDetections, CocoImage, evaluate_coco
 from ..evaluation.keypoints import NMEAccumulator
 from ..evaluation.wider import (WiderGroundTruth, WiderResult, evaluate_wider, key_from_path, load_wider_gt,
@@ -47,10 +47,10 @@ DEFAULT_EVAL = {"score_thr": None, "max_det": 1000, "test_scale": None, "max_det
 def _dataset_cfgs(cfg: Mapping[str, Any], split: str) -> List[Tuple[str, Dict[str, Any]]]:
     data = cfg.get("data") or {}
     if split not in data or not data[split]:
-        raise KeyError(f"config has no data.{split} section to evaluate (has: {', '.join(data) or 'nothing'})")
+        raise ConfigError(f"config has no data.{split} section to evaluate (has: {', '.join(data) or 'nothing'})")
     ds = data[split].get("dataset") if isinstance(data[split], Mapping) else None
     if ds is None:
-        raise KeyError(f"data.{split}.dataset is missing")
+        raise ConfigError(f"data.{split}.dataset is missing")
     if isinstance(ds, Mapping) and ds.get("type") == "ConcatDataset":
         ds = ds.get("datasets", [])
     if isinstance(ds, Mapping):
@@ -76,16 +76,22 @@ class Evaluator:
     """Evaluates ``detector`` on ``cfg['data'][split]``; call :meth:`run` (or use :func:`evaluate`)."""
 
     def __init__(self, detector: Any, cfg: Mapping[str, Any], split: str = "val", progress: bool = True,
-                 max_images: Optional[int] = None, save_preds: Optional[Union[str, os.PathLike]] = None) -> None:
+                 max_images: Optional[int] = None, save_preds: Optional[Union[str, os.PathLike]] = None,
+                 vis_dir: Optional[Union[str, os.PathLike]] = None, num_vis: int = 8, vis_score_thr: float = 0.5) -> None:
+        """``vis_dir``: write the first ``num_vis`` images of each dataset as PNGs with the ground truth
+        (green; ignored faces grey) and the detections scoring at least ``vis_score_thr`` (red) drawn."""
         self.detector = detector
         self.cfg = cfg
         self.split = split
         self.progress = progress
         self.max_images = max_images
         self.save_preds = Path(save_preds) if save_preds else None
+        self.vis_dir = Path(vis_dir) if vis_dir else None
+        self.num_vis, self.vis_score_thr = int(num_vis), float(vis_score_thr)
+        self.vis_written: List[Path] = []
         unknown = set((cfg.get("eval") or {})) - set(DEFAULT_EVAL)
         if unknown:
-            raise KeyError(f"eval: unknown option(s) {sorted(unknown)}; accepted: {', '.join(DEFAULT_EVAL)}")
+            raise ConfigError(f"eval: unknown option(s) {sorted(unknown)}; accepted: {', '.join(DEFAULT_EVAL)}")
         self.opts = {**DEFAULT_EVAL, **(cfg.get("eval") or {})}
         self.wider_results: Dict[str, WiderResult] = {}
 
@@ -96,7 +102,7 @@ class Evaluator:
             return None
         if isinstance(scale, str):
             if scale != "original":
-                raise ValueError(f"eval.test_scale must be null, [H, W] or 'original', got {scale!r}")
+                raise ConfigError(f"eval.test_scale must be null, [H, W] or 'original', got {scale!r}")
             stride = max(getattr(getattr(self.detector, "backbone", None), "strides", None) or [16])
             h, w = image.shape[:2]
             return int(math.ceil(h / stride) * stride), int(math.ceil(w / stride) * stride)
@@ -170,6 +176,8 @@ class Evaluator:
             preds = self._predict([s["image"] for s in samples])
             for s, p in zip(samples, preds):
                 self._collect(collected, s, p, score_thr)
+                if self.vis_dir is not None and len(collected.gt) <= self.num_vis:
+                    self._draw(name, s, p, collected.gt[-1].ignore)
             bar.update(len(samples))
         bar.close()
         return self._metrics(name, ds_cfg, collected)
@@ -205,6 +213,19 @@ class Evaluator:
                 c.nme = NMEAccumulator()
             c.nme.add(gt_boxes, sample["keypoints"], vis, boxes, scores, kpts, gt_ignore=ignore)
 
+    def _draw(self, name: str, sample: Mapping[str, Any], pred: Mapping[str, Any], ignore: np.ndarray) -> None:
+        """One PNG: ground truth green (ignored faces grey), detections >= vis_score_thr red with scores."""
+        from ..inference import draw_detections, save_image
+
+        gt = np.asarray(sample["boxes"], np.float64).reshape(-1, 4)
+        img = draw_detections(sample["image"], {"boxes": gt[~ignore]}, color=(0, 220, 0), draw_scores=False)
+        img = draw_detections(img, {"boxes": gt[ignore]}, color=(160, 160, 160), draw_scores=False, copy=False)
+        img = draw_detections(img, pred, score_thr=self.vis_score_thr, color=(255, 40, 40), copy=False)
+        stem = Path(str(sample.get("path") or sample.get("image_id", len(self.vis_written)))).stem
+        out = (self.vis_dir / name if name else self.vis_dir) / f"{len(self.vis_written):03d}_{stem}.png"
+        save_image(out, img)
+        self.vis_written.append(out)
+
     def _wider_gt_dir(self, ds_cfg: Mapping[str, Any]) -> Optional[Path]:
         if self.opts["wider_gt_dir"]:
             return Path(expand_env(self.opts["wider_gt_dir"]))
@@ -214,10 +235,10 @@ class Evaluator:
 
     def _metrics(self, name: str, ds_cfg: Mapping[str, Any], c: DatasetPredictions) -> Dict[str, float]:
         out = {f"coco/{k}": v for k, v in evaluate_coco(c.gt, c.dets, max_dets=self.opts["max_dets"]).items()}
+        if self.save_preds is not None:  # every dataset: <event>/<name>.txt from each image's folder and name
+            write_predictions(c.wider, self.save_preds / name if name else self.save_preds)
         gt_dir = self._wider_gt_dir(ds_cfg)
         if gt_dir is not None:
-            if self.save_preds is not None:
-                write_predictions(c.wider, self.save_preds / name if name else self.save_preds)
             if (gt_dir / "wider_face_val.mat").is_file():
                 gt = load_wider_gt(gt_dir)
                 if self.max_images is not None or len(c.wider) < len(gt.keys):

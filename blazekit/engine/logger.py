@@ -14,6 +14,23 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 LOGGER_NAME = "blazekit.train"
+#: validation metrics drawn in curves.png by default (by the last part of the key: coco/AP50, fddb/coco/AP, ...);
+#: counts such as nme/faces and pycocotools' -1 "undefined" would squash the 0..1 curves into a flat line
+HEADLINE_METRICS = ("AP", "AP50", "AP75", "AR", "easy", "medium", "hard", "nme")
+
+
+class TqdmStreamHandler(logging.StreamHandler):
+    """Console lines through ``tqdm.write``: a running progress bar is cleared and redrawn below the line
+    instead of the two being glued together on one line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # logging must never raise
+            self.handleError(record)
 
 
 def get_logger() -> logging.Logger:
@@ -42,7 +59,7 @@ class RunLogger:
         fh.setFormatter(fmt)
         self.log.addHandler(fh)
         if console:
-            ch = logging.StreamHandler(sys.stdout)
+            ch = TqdmStreamHandler(sys.stdout)
             ch.setFormatter(logging.Formatter("%(message)s"))
             self.log.addHandler(ch)
         self.metrics_path = self.work_dir / "metrics.jsonl"
@@ -116,6 +133,13 @@ def read_metrics(path: Path) -> List[Dict[str, Any]]:
     return out
 
 
+def headline_metric_keys(val_records: List[Mapping[str, Any]]) -> List[str]:
+    """The validation keys worth a curve: AP/AR/WIDER/NME-like keys with at least one defined (>= 0) value."""
+    keys = {k for r in val_records for k, v in r.items()
+            if k.rsplit("/", 1)[-1] in HEADLINE_METRICS and isinstance(v, (int, float)) and v >= 0}
+    return sorted(keys)
+
+
 def plot_curves(metrics_path: Path, out_path: Path, metric_keys: Optional[List[str]] = None) -> Path:
     import matplotlib
 
@@ -127,8 +151,7 @@ def plot_curves(metrics_path: Path, out_path: Path, metric_keys: Optional[List[s
     val = [r for r in recs if r.get("type") == "val"]
     loss_keys = sorted({k for r in train for k in r if k.startswith("loss") and isinstance(r[k], (int, float))})
     if metric_keys is None:
-        metric_keys = sorted({k for r in val for k, v in r.items()
-                              if isinstance(v, (int, float)) and k not in ("step", "epoch")})
+        metric_keys = headline_metric_keys(val)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for k in loss_keys:
         axes[0].plot([r["step"] for r in train if k in r], [r[k] for r in train if k in r], label=k)

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..config import ConfigError
 from ..registry import LR_SCHEDULERS, OPTIMIZERS
 
 for _name in ("SGD", "Adam", "AdamW", "RMSprop"):
@@ -35,7 +36,7 @@ def freeze_parameters(model: nn.Module, patterns: Sequence[str]) -> List[str]:
         hits = [n for n in names if fnmatch.fnmatchcase(n, pat) or n.startswith(pat.rstrip(".") + ".")]
         if not hits:
             tops = sorted({n.split(".")[0] for n in names})
-            raise ValueError(f"train.freeze: pattern {pat!r} matches no parameter. "
+            raise ConfigError(f"train.freeze: pattern {pat!r} matches no parameter. "
                              f"Parameter names start with: {', '.join(tops)} (e.g. {names[0]!r})")
         frozen.extend(h for h in hits if h not in frozen)
     params = dict(model.named_parameters())
@@ -77,17 +78,53 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
     if not decay and not no_decay:
-        raise ValueError("no trainable parameters: every parameter is frozen (check train.freeze)")
+        raise ConfigError("no trainable parameters: every parameter is frozen (check train.freeze)")
     return [g for g in groups if g["params"]]
 
 
+def scale_lr_by_name(model: nn.Module, groups: List[Dict[str, Any]], base_lr: float,
+                     lr_mult: Mapping[str, float]) -> List[Dict[str, Any]]:
+    """Split ``groups`` so parameters whose name matches a pattern train at ``base_lr * mult``.
+
+    Fine-tuning usually wants the pretrained backbone to move less than the head (less forgetting).
+    Patterns work as in :func:`freeze_parameters` (fnmatch, or a bare prefix); the first matching pattern
+    wins, and a pattern that matches no trainable parameter is an error.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    mult_of: Dict[int, float] = {}
+    for pat, mult in lr_mult.items():
+        hits = [p for n, p in named if fnmatch.fnmatchcase(n, pat) or n.startswith(pat.rstrip(".") + ".")]
+        if not hits:
+            raise ConfigError(f"train.optimizer.lr_mult: pattern {pat!r} matches no trainable parameter "
+                             f"(e.g. {named[0][0]!r})")
+        for p in hits:
+            mult_of.setdefault(id(p), float(mult))
+    out: List[Dict[str, Any]] = []
+    for g in groups:
+        by_mult: Dict[float, List[nn.Parameter]] = {}
+        for p in g["params"]:
+            by_mult.setdefault(mult_of.get(id(p), 1.0), []).append(p)
+        for mult, params in sorted(by_mult.items(), key=lambda kv: kv[0] != 1.0):  # base LR first: it is logged
+            name = g["name"] if mult == 1.0 else f"{g['name']}_lr_x{mult:g}"
+            out.append({**g, "params": params, "lr": base_lr * mult, "name": name})
+    return out
+
+
 def build_optimizer(model: nn.Module, cfg: Mapping[str, Any], no_decay_norm_bias: bool = True) -> torch.optim.Optimizer:
-    """``cfg`` = ``{type: SGD, lr: 0.01, momentum: 0.9, weight_decay: 5e-4, ...}`` (train.optimizer)."""
+    """``cfg`` = ``{type: SGD, lr: 0.01, momentum: 0.9, weight_decay: 5e-4, ...}`` (train.optimizer).
+
+    Optional ``lr_mult: {pattern: multiplier}`` (e.g. ``{backbone: 0.1}``) sets per-parameter learning rates.
+    """
     cfg = dict(cfg)
     wd = float(cfg.pop("weight_decay", 0.0))
+    lr_mult = cfg.pop("lr_mult", None)
     groups = param_groups(model, wd, no_decay_norm_bias)
     if "lr" in cfg:
         cfg["lr"] = float(cfg["lr"])
+    if lr_mult:
+        if "lr" not in cfg:
+            raise ConfigError("train.optimizer.lr_mult needs train.optimizer.lr (the base learning rate)")
+        groups = scale_lr_by_name(model, groups, cfg["lr"], lr_mult)
     return OPTIMIZERS.build(cfg, where="train.optimizer", params=groups)
 
 
@@ -103,7 +140,7 @@ class IterLRScheduler:
                  warmup_iters: Optional[int] = None, warmup_epochs: Optional[float] = None,
                  warmup_ratio: float = 0.001) -> None:
         if total_iters <= 0:
-            raise ValueError(f"lr_scheduler: total_iters must be > 0, got {total_iters}")
+            raise ConfigError(f"lr_scheduler: total_iters must be > 0, got {total_iters}")
         self.optimizer = optimizer
         self.total_iters = int(total_iters)
         self.iters_per_epoch = max(1, int(iters_per_epoch))
@@ -146,7 +183,7 @@ class IterLRScheduler:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("type", type(self).__name__) != type(self).__name__:
-            raise ValueError(f"checkpoint scheduler is {state.get('type')}, config asks for {type(self).__name__}")
+            raise ConfigError(f"checkpoint scheduler is {state.get('type')}, config asks for {type(self).__name__}")
         self.last_iter = int(state["last_iter"])
         self._apply()
 
@@ -164,7 +201,7 @@ class StepLR(IterLRScheduler):
                  step_iters: Optional[int] = None, gamma: float = 0.1, **kw) -> None:
         if step_iters is None:
             if step_epochs is None:
-                raise ValueError("lr_scheduler StepLR: give step_epochs or step_iters")
+                raise ConfigError("lr_scheduler StepLR: give step_epochs or step_iters")
             step_iters = int(round(step_epochs * max(1, iters_per_epoch)))
         self.step_iters, self.gamma = max(1, int(step_iters)), float(gamma)
         super().__init__(optimizer, total_iters, iters_per_epoch, **kw)

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import config as config_lib
+from ..config import expand_env
 from . import distributed as dist_utils
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
 from .ema import ModelEMA, unwrap
@@ -180,13 +181,6 @@ def _dataset_paths(ds_cfg: Any) -> List[Tuple[str, str, str]]:
     return out
 
 
-def expand_env(obj: Any) -> Any:
-    """``${BLAZEKIT_SHARED}``-style variables in dataset paths, expanded exactly as the evaluator does."""
-    from .evaluator import expand_env as _expand
-
-    return _expand(obj)
-
-
 def check_dataset_paths(cfg: Mapping[str, Any], splits: Sequence[str] = ("train", "val")) -> None:
     """Refuse missing dataset folders/files up front, with where they were expected and how to get them."""
     for split in splits:
@@ -195,8 +189,8 @@ def check_dataset_paths(cfg: Mapping[str, Any], splits: Sequence[str] = ("train"
             continue
         try:
             ds_cfg = expand_env(copy.deepcopy(split_cfg.get("dataset")))
-        except KeyError as exc:
-            raise config_lib.ConfigError(f"data.{split}.dataset: {exc.args[0] if exc.args else exc}") from None
+        except config_lib.ConfigError as exc:  # an unset ${VAR} in a path: say which dataset needs it
+            raise config_lib.ConfigError(f"data.{split}.dataset: {exc}") from None
         for typ, key, path in _dataset_paths(ds_cfg):
             if os.path.exists(os.path.expanduser(path)):
                 continue
