@@ -300,3 +300,17 @@ def test_unknown_dataset_type_lists_close_matches():
 def test_bad_sample_policy_validated(tmp_path):
     with pytest.raises(DataError, match="on_bad_sample must be one of"):
         CocoFaces(_coco_file(tmp_path, []), on_bad_sample="ignore")
+
+
+def test_select_labels_is_one_rule_for_every_format():
+    from blazekit.data.datasets.base import select_labels
+
+    names = {1: "face", 2: "mask", 7: "hand"}
+    fail = lambda field, msg: DataError(f"file.json: {field}: {msg}")  # noqa: E731
+    assert select_labels(names, None, None, fail) == {1: 0, 2: 1, 7: 2}
+    assert select_labels(names, ["face", 2], None, fail) == {1: 0, 2: 1}  # ids or names
+    assert select_labels(names, ["face", "mask"], {"face": 0, 2: 0}, fail) == {1: 0, 2: 0}
+    with pytest.raises(DataError, match=r"file.json: categories: \['nose'\] not found; the file has"):
+        select_labels(names, ["nose"], None, fail)
+    with pytest.raises(DataError, match=r"label_map: class 'hand' \(id 7\) is kept but has no label"):
+        select_labels(names, None, {"face": 0, "mask": 0}, fail)

@@ -9,8 +9,7 @@ they know about keypoint identities.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np

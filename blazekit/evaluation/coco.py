@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass, field
-from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, Hashable, Mapping, Optional, Sequence
 
 import numpy as np
 

@@ -75,6 +75,31 @@ class DatasetSummary:
         return s
 
 
+def select_labels(names: Dict[Any, str], wanted: Optional[Sequence[Any]], label_map: Optional[Dict[Any, int]],
+                  fail: Callable[[str, str], Exception]) -> Dict[Any, int]:
+    """Source class id -> training label, the one rule for every format.
+
+    ``wanted`` (ids or names) filters the classes; ``label_map`` (keyed by id or name) remaps them, otherwise
+    the kept classes are numbered 0..n-1 in id order. ``fail(field, message)`` makes the error that names the file.
+    """
+    keep = sorted(names)
+    if wanted is not None:
+        unknown = [w for w in set(wanted) if w not in names and w not in names.values()]
+        if unknown:
+            raise fail("categories", f"{unknown} not found; the file has {[f'{i}: {n}' for i, n in names.items()]}")
+        keep = [i for i in keep if i in wanted or names[i] in wanted]
+    if label_map is None:
+        return {cid: label for label, cid in enumerate(keep)}
+    out = {}
+    for cid in keep:
+        key = cid if cid in label_map else names[cid]
+        if key not in label_map:
+            raise fail("label_map", f"class {names[cid]!r} (id {cid}) is kept but has no label; "
+                                    "add it to label_map or filter it out")
+        out[cid] = int(label_map[key])
+    return out
+
+
 def read_image(path: PathLike) -> np.ndarray:
     """HxWx3 uint8 RGB. Grayscale is expanded, alpha dropped, EXIF rotation applied (OpenCV's default)."""
     p = os.fspath(path)

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ...registry import DATASETS
-from .base import DataError, FaceDataset, FaceRecord, PathLike
+from .base import DataError, FaceDataset, FaceRecord, PathLike, select_labels
 
 
 @DATASETS.register()
@@ -91,24 +91,7 @@ class CocoFaces(FaceDataset):
             if not isinstance(c, Mapping) or "id" not in c:
                 raise self._field_error(f"categories[{i}]", f"expected an object with 'id' and 'name', got {c!r}")
             by_id[c["id"]] = c.get("name", str(c["id"]))
-        keep = sorted(by_id)
-        if self.categories is not None:
-            wanted = set(self.categories)
-            unknown = [w for w in wanted if w not in by_id and w not in by_id.values()]
-            if unknown:
-                raise self._field_error("categories", f"{unknown} not found; the file has "
-                                        f"{[f'{i}: {n}' for i, n in by_id.items()]}")
-            keep = [i for i in keep if i in wanted or by_id[i] in wanted]
-        if self.label_map is None:
-            return {cid: label for label, cid in enumerate(keep)}
-        out = {}
-        for cid in keep:
-            key = cid if cid in self.label_map else by_id[cid]
-            if key not in self.label_map:
-                raise self._field_error("label_map", f"category {by_id[cid]!r} (id {cid}) is kept but has no label; "
-                                        f"add it to label_map or filter it out with 'categories'")
-            out[cid] = int(self.label_map[key])
-        return out
+        return select_labels(by_id, self.categories, self.label_map, self._field_error)
 
     def load_records(self) -> List[FaceRecord]:
         if not self.ann_file.is_file():
@@ -120,7 +103,7 @@ class CocoFaces(FaceDataset):
             raise DataError(f"{self.ann_file}: not valid json: {exc}") from exc
         for key in ("images", "annotations"):
             if not isinstance(data.get(key), list):
-                raise self._field_error(key, f"missing or not a list (a COCO file needs 'images' and 'annotations')")
+                raise self._field_error(key, "missing or not a list (a COCO file needs 'images' and 'annotations')")
         labels = self._category_labels(data.get("categories") or [{"id": 1, "name": "face"}])
         K = self.num_keypoints
         faces: Dict[Any, List[Dict[str, Any]]] = defaultdict(list)

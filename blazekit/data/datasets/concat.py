@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from torch.utils.data import ConcatDataset as _TorchConcat
 from torch.utils.data import Dataset

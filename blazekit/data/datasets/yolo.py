@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from ...registry import DATASETS
-from .base import DataError, FaceDataset, FaceRecord, PathLike, image_size
+from .base import DataError, FaceDataset, FaceRecord, PathLike, image_size, select_labels
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLIT_ALIASES = {"valid": "val", "validation": "val"}
@@ -96,22 +96,8 @@ class YoloFaces(FaceDataset):
             by_idx = {int(k): str(v) for k, v in names.items()}
         else:
             by_idx = dict(enumerate(names or ["face"]))
-        keep = sorted(by_idx)
-        if self.classes is not None:
-            wanted = set(self.classes)
-            unknown = [w for w in wanted if w not in by_idx and w not in by_idx.values()]
-            if unknown:
-                raise DataError(f"{self.data_yaml}: classes {unknown} not found; names are {by_idx}")
-            keep = [i for i in keep if i in wanted or by_idx[i] in wanted]
-        if self.label_map is None:
-            return {c: lab for lab, c in enumerate(keep)}
-        out = {}
-        for c in keep:
-            key = c if c in self.label_map else by_idx[c]
-            if key not in self.label_map:
-                raise DataError(f"{self.data_yaml}: class {by_idx[c]!r} ({c}) is kept but missing from label_map")
-            out[c] = int(self.label_map[key])
-        return out
+        return select_labels(by_idx, self.classes, self.label_map,
+                             lambda field, msg: DataError(f"{self.data_yaml}: {field.replace('categories', 'classes')}: {msg}"))
 
     def load_records(self) -> List[FaceRecord]:
         data = self._read_yaml()
