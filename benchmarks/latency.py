@@ -11,9 +11,13 @@ intra_op_num_threads, LiteRT num_threads). Paths:
 - ``torch eager``: ``build_detector(..., weights="mediapipe_short_range").predict`` as shipped;
 - ``torch fused``: the same after ``fuse_bn`` + channels_last + inference_mode;
 - ``onnxruntime``: ``tools/export.py`` output; end to end = ``OnnxDetector`` (decode + NMS in the graph);
+- ``onnxruntime lean``: the raw ONNX export in ``blazekit.fastpath.FastDetector``: numpy letterbox into a
+  reused buffer, logits thresholded before decoding, numpy weighted blending; batch 64 = 64 batch-1 calls;
 - ``litert``: ``face_detection_short_range.tflite`` in ai-edge-litert (XNNPACK); end to end uses blazekit's
-  letterbox/normalise and decode/weighted blending around ``invoke`` (MediaPipe's own C++ calculators
-  are not in the Python interpreter).
+  letterbox/normalise and torch decode/weighted blending around ``invoke`` (MediaPipe's own C++
+  calculators are not in the Python interpreter);
+- ``litert lean``: the same LiteRT model with the *same* lean numpy pre/post as ``onnxruntime lean``
+  (NHWC buffer), also 64 batch-1 calls at batch 64 -- the like-for-like comparison.
 
 Prints the table, the ratios to LiteRT, and where the time goes for eager PyTorch.
 """
@@ -37,6 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from blazekit.export import OnnxDetector, export_onnx, fuse_bn, onnx_session  # noqa: E402
+from blazekit.fastpath import FastDetector, LeanPostprocessor, preprocessor_for  # noqa: E402
 from blazekit.inference import load_image  # noqa: E402
 from blazekit.models.detector import build_detector  # noqa: E402
 from blazekit.preprocess import letterbox, normalize  # noqa: E402
@@ -126,6 +131,12 @@ def litert_predict(lite: LiteRT, det, images: Sequence[np.ndarray]) -> List[Dict
     return out
 
 
+def lean_litert(lite: LiteRT, det) -> FastDetector:
+    """LiteRT with blazekit's lean numpy pre/post (NHWC buffer), one image per invoke."""
+    return FastDetector(lite.raw, preprocessor_for(det, layout="NHWC"), LeanPostprocessor.from_detector(det),
+                        micro_batch=1)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -149,10 +160,13 @@ def main(argv=None) -> int:
           f"CPU {os.cpu_count()} cores; median / p90 ms per call\n")
     rows: List[Tuple[int, str, str, int, float, float]] = []  # threads, path, kind, batch, median, p90
     splits = {}
+    lean_splits = {}
     for threads in args.threads:
         torch.set_num_threads(threads)
         ort_raw = onnx_session(raw_onnx, threads)
         lite = LiteRT(tflite, threads, levels)
+        lite_lean = lean_litert(LiteRT(tflite, threads, levels), det)
+        ort_lean = FastDetector.from_detector(det, tmp / f"lean{threads}.onnx", threads=threads, micro_batch=1)
         for batch in (1, 64):
             reps = args.repeats if batch == 1 else max(3, args.repeats // 20)
             imgs = [frame] * batch
@@ -184,11 +198,13 @@ def main(argv=None) -> int:
                 ("torch fused", "model", fused_raw),
                 ("onnxruntime", "end-to-end", lambda: ort_det.predict(imgs)),
                 ("onnxruntime", "model", lambda: ort_raw.run(None, {"images": x})),
+                ("onnxruntime lean", "end-to-end", lambda: ort_lean.predict(imgs)),
                 ("litert", "end-to-end", lambda: litert_predict(lite, det, imgs)),
+                ("litert lean", "end-to-end", lambda: lite_lean.predict(imgs)),
                 ("litert", "model", lambda: lite.raw(x_nhwc)),
             ]
             if batch > 1:
-                paths.insert(6, ("onnxruntime x1", "model", ort_micro))
+                paths.insert(7, ("onnxruntime x1", "model", ort_micro))
             for name, kind, fn in paths:
                 med, p90 = timeit(fn, reps, warmup=3 if batch == 1 else 1)
                 rows.append((threads, name, kind, batch, med, p90))
@@ -203,6 +219,14 @@ def main(argv=None) -> int:
                 "weighted blending (per image)": timeit(
                     lambda: [det.postprocess(boxes[i], scores[i], kpts[i]) for i in range(batch)], reps, 1)[0],
             }
+            # where the lean onnxruntime time goes (per image, batch-1 calls)
+            xl, infos = ort_lean.pre([frame])
+            rl, cl = ort_lean.runner(xl)
+            lean_splits[threads] = {
+                "pre-process (lean letterbox+normalise)": timeit(lambda: ort_lean.pre([frame]), reps, 1)[0],
+                "model (onnxruntime raw)": timeit(lambda: ort_lean.runner(xl), reps, 1)[0],
+                "post-process (lean decode+blending)": timeit(lambda: ort_lean.post(rl, cl, infos), reps, 1)[0],
+            }
     # sanity: LiteRT batch 64 equals LiteRT batch 1 (the un-batching is right) and blazekit equals LiteRT
     x1, _ = preprocess([frame], size)
     lite = LiteRT(tflite, 1, levels)
@@ -213,27 +237,38 @@ def main(argv=None) -> int:
     print(f"check: LiteRT batch-4 vs batch-1 max diff {np.abs(r64[0][3] - r1[0][0]).max():.2e}; "
           f"blazekit vs LiteRT logits max diff {np.abs(rt[1].numpy() - r1[1]).max():.2e}\n")
 
-    print(f"{'threads':>7} {'path':<15} {'kind':<11} {'batch':>5} {'median ms':>10} {'p90 ms':>8} {'img/s':>8} "
+    print(f"{'threads':>7} {'path':<17} {'kind':<11} {'batch':>5} {'median ms':>10} {'p90 ms':>8} {'img/s':>8} "
           f"{'vs LiteRT':>9}")
-    ref = {(t, k, b): m for t, n, k, b, m, _ in rows if n == "litert"}
+    ref = {(t, k, b): m for t, n, k, b, m, _ in rows if n == "litert"}  # LiteRT with blazekit's torch pre/post
     for t, n, k, b, m, p in rows:
-        print(f"{t:>7} {n:<15} {k:<11} {b:>5} {m:>10.2f} {p:>8.2f} {b * 1e3 / m:>8.0f} {m / ref[(t, k, b)]:>8.2f}x")
+        print(f"{t:>7} {n:<17} {k:<11} {b:>5} {m:>10.2f} {p:>8.2f} {b * 1e3 / m:>8.0f} {m / ref[(t, k, b)]:>8.2f}x")
     print("\n'vs LiteRT' = latency / LiteRT latency at the same threads, kind and batch (< 1: faster than LiteRT).")
-    print("'onnxruntime x1' = the 64 images as 64 batch-1 calls (onnxruntime's depthwise kernels are faster so).\n")
+    print("'onnxruntime x1' = the 64 images as 64 batch-1 calls (onnxruntime's depthwise kernels are faster so).")
+    print("end-to-end = uint8 640x480 frame -> detections in original pixels. 'litert' uses blazekit's torch "
+          "decode/blending;\n'onnxruntime lean' and 'litert lean' use the same numpy pre/post "
+          "(blazekit.fastpath), 64 batch-1 calls at batch 64.\n")
 
     for t in args.threads:
-        best1 = min((m, n) for tt, n, k, b, m, _ in rows if tt == t and b == 1 and k == "end-to-end" and n != "litert")
+        best1 = min((m, n) for tt, n, k, b, m, _ in rows
+                    if tt == t and b == 1 and k == "end-to-end" and not n.startswith("litert"))
         lite1 = ref[(t, "end-to-end", 1)]
         eager1 = next(m for tt, n, k, b, m, _ in rows if tt == t and n == "torch eager" and k == "end-to-end" and b == 1)
-        best64 = min((m, n) for tt, n, k, b, m, _ in rows if tt == t and b == 64 and k == "end-to-end" and n != "litert")
+        best64 = min((m, n) for tt, n, k, b, m, _ in rows
+                     if tt == t and b == 64 and k == "end-to-end" and not n.startswith("litert"))
         thr = (64e3 / best64[0]) / (1e3 / eager1)
+        lean1 = next(m for tt, n, k, b, m, _ in rows if tt == t and n == "litert lean" and b == 1)
         print(f"threads={t}: fastest blazekit end-to-end batch 1 = {best1[1]} {best1[0]:.2f} ms vs LiteRT "
-              f"{lite1:.2f} ms (ratio {best1[0] / lite1:.2f}); batch-64 throughput ({best64[1]}) = "
+              f"{lite1:.2f} ms (ratio {best1[0] / lite1:.2f}; vs LiteRT with the same lean pre/post {lean1:.2f} ms, "
+              f"ratio {best1[0] / lean1:.2f}); batch-64 throughput ({best64[1]}) = "
               f"{thr:.1f}x eager batch-1 throughput")
     print("\nwhere eager PyTorch end-to-end time goes (ms per call):")
     for (t, b), parts in splits.items():
         total = sum(parts.values())
         print(f"  threads={t} batch={b}: " + ", ".join(f"{k} {v:.2f} ({100 * v / total:.0f}%)" for k, v in parts.items()))
+    print("where onnxruntime lean end-to-end time goes (ms per image):")
+    for t, parts in lean_splits.items():
+        total = sum(parts.values())
+        print(f"  threads={t} batch=1: " + ", ".join(f"{k} {v:.2f} ({100 * v / total:.0f}%)" for k, v in parts.items()))
     return 0
 
 

@@ -178,3 +178,96 @@ def test_export_cli(tmp_path):
     assert out.is_file() and "max abs diff" in r.stdout
     err = float(r.stdout.rsplit("max abs diff", 1)[1].strip())
     assert err < 1e-3
+
+
+# ------------------------------------------------------------------------- lean numpy fast path
+
+def _demo_images():
+    from blazekit.inference import load_image
+
+    paths = sorted((REPO / "blazekit" / "data" / "demo" / "images").glob("*.jpg"))
+    assert paths, "bundled demo images missing"
+    return [load_image(str(p)) for p in paths]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("mode,pad,norm", [("letterbox", 0, "minus_one_one"), ("letterbox", 114, "zero_one")])
+def test_lean_preprocessor_equals_letterbox_normalize(layout, mode, pad, norm):
+    from blazekit.fastpath import LeanPreprocessor
+    from blazekit.preprocess import letterbox, normalize
+
+    rng = np.random.default_rng(0)
+    shapes = [(480, 640), (640, 480), (37, 200), (128, 128), (60, 50)]  # down, portrait, thin, identity, upscale
+    images = [(rng.random((h, w, 3)) * 255).astype(np.uint8) for h, w in shapes]
+    pre = LeanPreprocessor((128, 128), normalize=norm, pad_value=pad, resize=mode, layout=layout)
+    x, infos = pre(images)
+    for i, im in enumerate(images):
+        boxed, info = letterbox(im, (128, 128), pad_value=pad, mode=mode)
+        want = normalize(boxed, norm)
+        got = x[i] if layout == "NCHW" else x[i].transpose(2, 0, 1)
+        assert np.array_equal(got, want), f"image {shapes[i]}: max diff {np.abs(got - want).max()}"
+        assert infos[i] == info
+    x1, _ = pre(images[:1])  # the buffer is reused: a smaller batch overwrites its padding correctly
+    assert np.array_equal(x1[0] if layout == "NCHW" else x1[0].transpose(2, 0, 1),
+                          normalize(letterbox(images[0], (128, 128), pad_value=pad)[0], norm))
+    with pytest.raises(ValueError, match="image 0: expected an HxWx3 uint8"):
+        pre([images[0].astype(np.float32)])
+
+
+def _assert_same_detections(got, want, what):
+    assert len(got["scores"]) == len(want["scores"]), f"{what}: {len(got['scores'])} vs {len(want['scores'])}"
+    g, w = _by_geometry(got["boxes"]), _by_geometry(want["boxes"])
+    np.testing.assert_allclose(got["boxes"][g], want["boxes"][w], atol=1e-3, err_msg=what)
+    np.testing.assert_allclose(got["keypoints"][g], want["keypoints"][w], atol=1e-3, err_msg=what)
+    np.testing.assert_allclose(got["scores"][g], want["scores"][w], atol=1e-5, err_msg=what)
+    assert got["boxes"].dtype == got["scores"].dtype == got["keypoints"].dtype == np.float32
+
+
+def _torch_runner(det):
+    def run(x):
+        with torch.no_grad():
+            return tuple(t.numpy() for t in det.raw(torch.from_numpy(x)))
+    return run
+
+
+def test_fast_detector_onnxruntime_matches_predict(front, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from blazekit.fastpath import FastDetector
+
+    fast = FastDetector.from_detector(front, tmp_path / "raw.onnx", threads=1, micro_batch=3)
+    images = _demo_images()
+    want, got = front.predict(images), fast.predict(images)
+    assert sum(len(w["scores"]) for w in want) >= 10  # real faces, so the comparison means something
+    for i, (g, w) in enumerate(zip(got, want)):
+        _assert_same_detections(g, w, f"demo image {i}")
+    # per-call overrides behave like predict's
+    for kw in ({"score_thr": 0.8}, {"max_det": 1}, {"score_thr": 0.3, "max_det": 2}):
+        for i, (g, w) in enumerate(zip(fast.predict(images, **kw), front.predict(images, **kw))):
+            _assert_same_detections(g, w, f"demo image {i} {kw}")
+
+
+@pytest.mark.parametrize("post", ["WeightedBlending", "NMS"])
+def test_lean_postprocessor_matches_predict_on_many_detections(post):
+    """Random weights give dozens of overlapping candidates per image: blending / NMS clusters must agree."""
+    from blazekit.fastpath import FastDetector, LeanPostprocessor, preprocessor_for
+    from blazekit.postprocess import NMS, WeightedBlending
+
+    torch.manual_seed(0)
+    det = _randomize(build_detector(FRONT))
+    det.postprocess = {"NMS": NMS, "WeightedBlending": WeightedBlending}[post](score_thr=0.5, iou_thr=0.3)
+    fast = FastDetector(_torch_runner(det), preprocessor_for(det), LeanPostprocessor.from_detector(det), micro_batch=2)
+    images = [(np.random.default_rng(s).random((200 + 40 * s, 300, 3)) * 255).astype(np.uint8) for s in range(3)]
+    want, got = det.predict(images), fast.predict(images)
+    assert sum(len(w["scores"]) for w in want) >= 10
+    for i, (g, w) in enumerate(zip(got, want)):
+        _assert_same_detections(g, w, f"{post} image {i}")
+
+
+def test_lean_postprocessor_refuses_unsupported_coder():
+    from blazekit.coder import SSDCoder
+    from blazekit.fastpath import LeanPostprocessor
+
+    det = build_detector(FRONT)
+    det.coder = SSDCoder()
+    with pytest.raises(ValueError, match="MediaPipeCoder only"):
+        LeanPostprocessor.from_detector(det)
