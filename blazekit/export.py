@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -342,13 +343,97 @@ def export_onnx(detector: nn.Module, path: PathLike, *, with_postprocess: bool =
         torch.onnx.export(wrapper, (dummy,), str(path), **kwargs)
     if was_training:
         detector.train()
+    try:
+        import onnx
+    except ImportError:
+        return path
+    model_proto = onnx.load(str(path))
+    if fold_spatial_pads(model_proto):
+        onnx.save(model_proto, str(path))
     if check:
-        try:
-            import onnx
-        except ImportError:
-            return path
-        onnx.checker.check_model(onnx.load(str(path)))
+        onnx.checker.check_model(model_proto)
     return path
+
+
+def _constant_pad_amounts(model: Any) -> Dict[str, np.ndarray]:
+    """Values of the Pad ``pads`` inputs that do not depend on the graph input (the exporter computes them with
+    ConstantOfShape/Concat/Slice/... chains), evaluated with ONNX's reference evaluator."""
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    known = {t.name for t in g.initializer}
+    out: Dict[str, np.ndarray] = {}
+    for pad in g.node:
+        if pad.op_type != "Pad" or len(pad.input) < 2:
+            continue
+        needed, stack, ok = [], [pad.input[1]], True
+        while stack and ok:
+            name = stack.pop()
+            if not name or name in known or any(name in n.output for n in needed):
+                continue
+            node = producer.get(name)
+            if node is None:  # a graph input: the amount depends on the data
+                ok = False
+                break
+            needed.append(node)
+            stack.extend(node.input)
+        if not ok:
+            continue
+        order = [n for n in g.node if n in needed]
+        sub = helper.make_graph(order, "pads", [], [helper.make_tensor_value_info(pad.input[1], 7, None)],
+                                initializer=[t for t in g.initializer if any(t.name in n.input for n in order)])
+        try:
+            sub_model = helper.make_model(sub, opset_imports=model.opset_import)
+            out[pad.input[1]] = np.asarray(ReferenceEvaluator(sub_model).run(None, {})[0])
+        except Exception:  # anything unusual: leave that Pad alone
+            continue
+    return out
+
+
+def fold_spatial_pads(model: Any) -> int:
+    """Fold zero ``Pad`` ops that only pad H/W and feed one ``Conv`` into that Conv's (asymmetric) ``pads``.
+
+    PyTorch convs pad symmetrically, so the TF-SAME padding of stride-2 BlazeBlocks exports as Pad + Conv.
+    A Pad breaks onnxruntime's NCHWc layout (reorders around it; measured ~10 % + ~15 % of batch-1 model time),
+    while ONNX's Conv takes asymmetric pads itself. Returns how many Pads were folded.
+    """
+    from onnx import helper
+
+    g = model.graph
+    consts = _constant_pad_amounts(model)
+    consumers: Dict[str, List[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in g.output}
+    folded = []
+    for pad in g.node:
+        if pad.op_type != "Pad" or pad.input[1] not in consts or pad.output[0] in graph_outputs:
+            continue
+        mode = next((a.s for a in pad.attribute if a.name == "mode"), b"constant")
+        value = consts.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else 0.0
+        pads = np.asarray(consts[pad.input[1]]).astype(np.int64).ravel()
+        users = consumers.get(pad.output[0], [])
+        if (mode != b"constant" or value is None or np.any(np.asarray(value) != 0) or pads.size != 8
+                or np.any(pads < 0) or pads[[0, 1, 4, 5]].any() or len(users) != 1 or users[0].op_type != "Conv"
+                or users[0].input[0] != pad.output[0]):
+            continue
+        conv = users[0]
+        attrs = {a.name: a for a in conv.attribute}
+        if "auto_pad" in attrs and attrs["auto_pad"].s not in (b"", b"NOTSET"):
+            continue
+        old = list(helper.get_attribute_value(attrs["pads"])) if "pads" in attrs else [0, 0, 0, 0]
+        new = [old[0] + int(pads[2]), old[1] + int(pads[3]), old[2] + int(pads[6]), old[3] + int(pads[7])]
+        if "pads" in attrs:
+            conv.attribute.remove(attrs["pads"])
+        conv.attribute.append(helper.make_attribute("pads", new))
+        conv.input[0] = pad.input[0]
+        folded.append(pad)
+    for pad in folded:
+        g.node.remove(pad)
+    return len(folded)
 
 
 def onnx_session(path: PathLike, threads: Optional[int] = None) -> Any:

@@ -271,3 +271,23 @@ def test_lean_postprocessor_refuses_unsupported_coder():
     det.coder = SSDCoder()
     with pytest.raises(ValueError, match="MediaPipeCoder only"):
         LeanPostprocessor.from_detector(det)
+
+
+def test_spatial_pads_fold_into_convs(front, tmp_path):
+    """TF-SAME Pads become Conv pads (onnxruntime keeps its NCHWc layout); outputs stay bit-identical."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import blazekit.export as E
+
+    folded = E.export_onnx(front, tmp_path / "fold.onnx")
+    m = onnx.load(str(folded))
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    asym = [n for n in convs for a in n.attribute if a.name == "pads" and list(a.ints) == [1, 1, 2, 2]]
+    assert len(asym) == 1  # the 5x5 stride-2 stem: TF-SAME pads top/left 1, bottom/right 2
+    assert sum(1 for n in m.graph.node if n.op_type == "Pad") == 11  # only the shortcuts' channel pads remain
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(5)).numpy() * 2 - 1
+    with torch.no_grad():
+        ref = [t.numpy() for t in front.raw(torch.from_numpy(x))]
+    got = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": x})
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, atol=2e-3, rtol=1e-4)
