@@ -17,21 +17,14 @@ from typing import Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
 from blazekit import config as config_lib  # noqa: E402
-from blazekit.convert import ConversionError, save_converted  # noqa: E402
+from blazekit.convert import save_converted  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The tool; an unreadable or mismatched source ends in one 'error: ...' line and exit code 2."""
     from blazekit.engine.cli import run_tool
 
-    def convert_or_explain(a: Optional[Sequence[str]]) -> int:
-        try:
-            return _main(a)
-        except ConversionError as exc:  # not among the engine's user-error types: it lives in blazekit.convert
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-
-    return run_tool(convert_or_explain, argv)
+    return run_tool(_main, argv)
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
