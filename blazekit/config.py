@@ -241,19 +241,19 @@ def _list_index(node: list, part: str, item: str, where: str) -> int:
 
 def dump(cfg: Mapping[str, Any], path: Optional[PathLike] = None) -> str:
     """The fully resolved config as YAML text; also written to ``path`` when given."""
-    text = yaml.safe_dump(_plain(cfg), sort_keys=False, default_flow_style=None, width=100)
+    text = yaml.safe_dump(plain(cfg), sort_keys=False, default_flow_style=None, width=100)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text, encoding="utf-8")
     return text
 
 
-def _plain(obj: Any) -> Any:
-    """Tuples and paths to YAML-safe types so a dump can be loaded back."""
+def plain(obj: Any) -> Any:
+    """Tuples and paths to YAML-safe types so a dump (or a checkpoint's model_cfg) compares and loads back."""
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     return obj

@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from ..config import plain
+
 PathLike = Union[str, os.PathLike]
 
 #: model config keys that define the tensors (and their meaning); a mismatch refuses loading
@@ -73,14 +75,6 @@ def load_checkpoint(path: PathLike, allow_pickle: bool = True) -> Dict[str, Any]
     return ckpt
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
 def _diff(a: Any, b: Any, prefix: str) -> List[str]:
     """Dotted keys where two plain config trees differ.
 
@@ -109,7 +103,7 @@ def architecture_diff(ckpt_model_cfg: Optional[Mapping[str, Any]], model_cfg: Ma
         a, b = ckpt_model_cfg.get(key), model_cfg.get(key)
         if a is None and b is None:
             continue
-        out += _diff(_plain(a), _plain(b), f"model.{key}")
+        out += _diff(plain(a), plain(b), f"model.{key}")
     return out
 
 
@@ -180,6 +174,6 @@ def load_model_weights(model: nn.Module, ckpt: Mapping[str, Any], strict: bool =
 def model_checkpoint(model: nn.Module, meta: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """``{"state_dict", "model_cfg", "meta"}`` for a detector (``model.cfg`` is its model config)."""
     return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "model_cfg": _plain(getattr(model, "cfg", None)) if getattr(model, "cfg", None) is not None else None,
+            "model_cfg": plain(getattr(model, "cfg", None)) if getattr(model, "cfg", None) is not None else None,
             "meta": dict(meta or {})}
 
