@@ -303,13 +303,15 @@ POSTPROCESS_OUTPUTS = ["boxes", "scores", "keypoints", "batch_index"]
 def export_onnx(detector: nn.Module, path: PathLike, *, with_postprocess: bool = False,
                 input_size: Optional[Sequence[int]] = None, opset: int = 17, fold_bn: bool = True,
                 score_thr: Optional[float] = None, iou_thr: Optional[float] = None, max_det: Optional[int] = None,
-                check: bool = True) -> Path:
+                channel_multiple: int = 16, check: bool = True) -> Path:
     """Write ``detector`` as ONNX with a dynamic batch axis; returns the path.
 
     Input ``images`` float32 [B, 3, H, W] (``input_size`` default: ``detector.input_size``).
     Outputs: ``regressors``, ``classificators`` (raw, MediaPipe layout) or, ``with_postprocess``,
     ``boxes``, ``scores``, ``keypoints``, ``batch_index`` (thresholds default to the detector's own
-    post-processor). BN is folded first (``fold_bn``) so the graph holds plain convolutions.
+    post-processor). BN is folded first (``fold_bn``) so the graph holds plain convolutions, and with BN
+    folded the channel widths are rounded up to ``channel_multiple`` (:func:`blazekit.channel_align.align_channels`:
+    same outputs, no channel Pads, about a third faster in onnxruntime on CPU; 1 keeps the original widths).
     ``check`` runs ``onnx.checker`` when onnx is installed.
     """
     path = Path(path)
@@ -321,6 +323,10 @@ def export_onnx(detector: nn.Module, path: PathLike, *, with_postprocess: bool =
     was_training = detector.training
     model = fuse_bn(detector, example_input=torch.zeros(1, 3, *size)) if fold_bn else copy.deepcopy(detector).eval()
     model = model.float().cpu()
+    if fold_bn and channel_multiple > 1:
+        from .channel_align import align_channels
+
+        model = align_channels(model, channel_multiple, example_input=torch.rand(1, 3, *size) * 2 - 1)
     if with_postprocess:
         pp = _postprocess_settings(detector)
         pp.update({k: v for k, v in (("score_thr", score_thr), ("iou_thr", iou_thr), ("max_det", max_det))

@@ -37,12 +37,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--iou-thr", type=float, default=None, help="with --with-postprocess (default: the config's)")
     p.add_argument("--max-det", type=int, default=None, help="per image, with --with-postprocess")
     p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm nodes in the graph")
+    p.add_argument("--channel-multiple", type=int, default=16, metavar="N",
+                   help="round channel widths up to N with zero weights: same outputs, faster onnxruntime on CPU "
+                        "(16 suits AVX-512 and AVX2; 1 keeps the original widths)")
     p.add_argument("--verify", action="store_true",
                    help="run the exported model in onnxruntime on a random batch and compare with PyTorch")
     add_common_args(p)
     args = p.parse_args(argv)
     if args.opset < 11:
         p.error(f"--opset must be >= 11 (NonMaxSuppression, dynamic shapes), got {args.opset}")
+    if args.channel_multiple < 1:
+        p.error(f"--channel-multiple must be >= 1, got {args.channel_multiple}")
     return args
 
 
@@ -63,7 +68,7 @@ def _main(argv=None) -> int:
     detector = blazekit.build_detector(cfg, weights=args.weights, device="cpu").eval()
     path = export_onnx(detector, args.out, with_postprocess=args.with_postprocess, input_size=args.input_size,
                        opset=args.opset, fold_bn=not args.no_fuse, score_thr=args.score_thr, iou_thr=args.iou_thr,
-                       max_det=args.max_det)
+                       max_det=args.max_det, channel_multiple=args.channel_multiple)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     if args.verify and not args.with_postprocess:
         err = verify_onnx(detector, path, input_size=args.input_size)
