@@ -11,6 +11,8 @@ intra_op_num_threads, LiteRT num_threads). Paths:
 - ``torch eager``: ``build_detector(..., weights="mediapipe_short_range").predict`` as shipped;
 - ``torch fused``: the same after ``fuse_bn`` + channels_last + inference_mode;
 - ``onnxruntime``: ``tools/export.py`` output; end to end = ``OnnxDetector`` (decode + NMS in the graph);
+- ``onnxruntime MP-w``: the same export with MediaPipe's channel widths (``channel_multiple=1``), model only:
+  the baseline for what :mod:`blazekit.channel_align` gains;
 - ``onnxruntime lean``: the raw ONNX export in ``blazekit.fastpath.FastDetector``: numpy letterbox into a
   reused buffer, logits thresholded before decoding, numpy weighted blending; batch 64 = 64 batch-1 calls;
 - ``litert``: ``face_detection_short_range.tflite`` in ai-edge-litert (XNNPACK); end to end uses blazekit's
@@ -62,6 +64,54 @@ def timeit(fn: Callable[[], object], repeats: int, warmup: int = 3) -> Tuple[flo
         ts.append((time.perf_counter() - t0) * 1e3)
     ts.sort()
     return statistics.median(ts), ts[min(len(ts) - 1, int(round(0.9 * (len(ts) - 1))))]
+
+
+def time_paths(fns: Sequence[Callable[[], object]], repeats: int, rounds: int = 5,
+               warmup: int = 3) -> List[Tuple[float, float]]:
+    """(median, p90) ms of each function, timed round-robin: ``rounds`` rounds of ``repeats // rounds`` calls.
+
+    Interleaving puts every path under the same machine state (a shared VM's speed drifts by tens of
+    percent within a minute), so the ratios between paths hold even when absolute numbers move.
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    per = max(1, repeats // rounds)
+    samples: List[List[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            for _ in range(per):
+                t0 = time.perf_counter()
+                fn()
+                samples[i].append((time.perf_counter() - t0) * 1e3)
+    out = []
+    for ts in samples:
+        ts.sort()
+        out.append((statistics.median(ts), ts[min(len(ts) - 1, int(round(0.9 * (len(ts) - 1))))]))
+    return out
+
+
+def pipeline_split(fast: FastDetector, frame: np.ndarray, repeats: int) -> Dict[str, float]:
+    """Median ms of each stage of ``fast.predict([frame])``, timed inside the real sequence.
+
+    Timing a stage alone in a loop keeps its data in cache; in the pipeline the 0.9 MB frame evicts the
+    weights, so isolated numbers undercount. These are the stages as a caller pays for them.
+    """
+    parts: Dict[str, List[float]] = {"pre-process (lean letterbox+normalise)": [], "model (onnxruntime raw)": [],
+                                     "post-process (lean decode+blending)": []}
+    names = list(parts)
+    for i in range(repeats + 3):
+        t0 = time.perf_counter()
+        x, infos = fast.pre([frame])
+        t1 = time.perf_counter()
+        reg, logits = fast.runner(x)
+        t2 = time.perf_counter()
+        fast.post(reg, logits, infos)
+        t3 = time.perf_counter()
+        if i >= 3:
+            for name, dt in zip(names, (t1 - t0, t2 - t1, t3 - t2)):
+                parts[name].append(dt * 1e3)
+    return {k: statistics.median(v) for k, v in parts.items()}
 
 
 def find_tflite(arg: str = None) -> Path:
@@ -140,7 +190,8 @@ def lean_litert(lite: LiteRT, det) -> FastDetector:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--repeats", type=int, default=60, help="timed runs at batch 1 (batch 64: repeats // 10, >= 3)")
+    ap.add_argument("--repeats", type=int, default=200,
+                    help="timed runs per path at batch 1 (batch 64: repeats // 20, >= 5), interleaved in 5 rounds")
     ap.add_argument("--image", default=str(ROOT / "blazekit" / "data" / "demo" / "images" / "astronaut.jpg"))
     ap.add_argument("--tflite", default=None)
     args = ap.parse_args(argv)
@@ -167,8 +218,10 @@ def main(argv=None) -> int:
         lite = LiteRT(tflite, threads, levels)
         lite_lean = lean_litert(LiteRT(tflite, threads, levels), det)
         ort_lean = FastDetector.from_detector(det, tmp / f"lean{threads}.onnx", threads=threads, micro_batch=1)
+        # the same export with MediaPipe's own channel widths: what channel alignment buys, in the same run
+        plain_raw = onnx_session(export_onnx(det, tmp / f"plain{threads}.onnx", channel_multiple=1), threads)
         for batch in (1, 64):
-            reps = args.repeats if batch == 1 else max(3, args.repeats // 20)
+            reps = args.repeats if batch == 1 else max(5, args.repeats // 20)
             imgs = [frame] * batch
             x, _ = preprocess(imgs, size)
             xt = torch.from_numpy(x)
@@ -198,15 +251,16 @@ def main(argv=None) -> int:
                 ("torch fused", "model", fused_raw),
                 ("onnxruntime", "end-to-end", lambda: ort_det.predict(imgs)),
                 ("onnxruntime", "model", lambda: ort_raw.run(None, {"images": x})),
+                ("onnxruntime MP-w", "model", lambda: plain_raw.run(None, {"images": x})),
                 ("onnxruntime lean", "end-to-end", lambda: ort_lean.predict(imgs)),
                 ("litert", "end-to-end", lambda: litert_predict(lite, det, imgs)),
                 ("litert lean", "end-to-end", lambda: lite_lean.predict(imgs)),
                 ("litert", "model", lambda: lite.raw(x_nhwc)),
             ]
             if batch > 1:
-                paths.insert(7, ("onnxruntime x1", "model", ort_micro))
-            for name, kind, fn in paths:
-                med, p90 = timeit(fn, reps, warmup=3 if batch == 1 else 1)
+                paths.insert(8, ("onnxruntime x1", "model", ort_micro))
+            timed = time_paths([fn for _, _, fn in paths], reps, warmup=3 if batch == 1 else 1)
+            for (name, kind, _), (med, p90) in zip(paths, timed):
                 rows.append((threads, name, kind, batch, med, p90))
             # where the eager time goes
             with torch.no_grad():
@@ -219,14 +273,8 @@ def main(argv=None) -> int:
                 "weighted blending (per image)": timeit(
                     lambda: [det.postprocess(boxes[i], scores[i], kpts[i]) for i in range(batch)], reps, 1)[0],
             }
-            # where the lean onnxruntime time goes (per image, batch-1 calls)
-            xl, infos = ort_lean.pre([frame])
-            rl, cl = ort_lean.runner(xl)
-            lean_splits[threads] = {
-                "pre-process (lean letterbox+normalise)": timeit(lambda: ort_lean.pre([frame]), reps, 1)[0],
-                "model (onnxruntime raw)": timeit(lambda: ort_lean.runner(xl), reps, 1)[0],
-                "post-process (lean decode+blending)": timeit(lambda: ort_lean.post(rl, cl, infos), reps, 1)[0],
-            }
+        # where the lean onnxruntime time goes (per image, batch-1 calls, stages timed in sequence)
+        lean_splits[threads] = pipeline_split(ort_lean, frame, args.repeats)
     # sanity: LiteRT batch 64 equals LiteRT batch 1 (the un-batching is right) and blazekit equals LiteRT
     x1, _ = preprocess([frame], size)
     lite = LiteRT(tflite, 1, levels)
@@ -244,6 +292,9 @@ def main(argv=None) -> int:
         print(f"{t:>7} {n:<17} {k:<11} {b:>5} {m:>10.2f} {p:>8.2f} {b * 1e3 / m:>8.0f} {m / ref[(t, k, b)]:>8.2f}x")
     print("\n'vs LiteRT' = latency / LiteRT latency at the same threads, kind and batch (< 1: faster than LiteRT).")
     print("'onnxruntime x1' = the 64 images as 64 batch-1 calls (onnxruntime's depthwise kernels are faster so).")
+    print("'onnxruntime MP-w' = the export with MediaPipe's channel widths (channel_multiple=1); every other "
+          "onnxruntime row\nuses the default export, widths rounded up to 16 (blazekit.channel_align).")
+    print("Paths are timed round-robin in 5 rounds, so all rows of one threads/batch block share the machine state.")
     print("end-to-end = uint8 640x480 frame -> detections in original pixels. 'litert' uses blazekit's torch "
           "decode/blending;\n'onnxruntime lean' and 'litert lean' use the same numpy pre/post "
           "(blazekit.fastpath), 64 batch-1 calls at batch 64.\n")
@@ -265,6 +316,12 @@ def main(argv=None) -> int:
     for (t, b), parts in splits.items():
         total = sum(parts.values())
         print(f"  threads={t} batch={b}: " + ", ".join(f"{k} {v:.2f} ({100 * v / total:.0f}%)" for k, v in parts.items()))
+    for t in args.threads:
+        for b in (1, 64):
+            a = next(m for tt, n, k, bb, m, _ in rows if (tt, n, k, bb) == (t, "onnxruntime", "model", b))
+            w = next(m for tt, n, k, bb, m, _ in rows if (tt, n, k, bb) == (t, "onnxruntime MP-w", "model", b))
+            print(f"channel alignment, threads={t} batch={b}: onnxruntime model {a:.2f} ms vs {w:.2f} ms with "
+                  f"MediaPipe's widths (ratio {a / w:.2f})")
     print("where onnxruntime lean end-to-end time goes (ms per image):")
     for t, parts in lean_splits.items():
         total = sum(parts.values())
