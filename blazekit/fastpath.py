@@ -232,19 +232,24 @@ class FastDetector:
 
     @classmethod
     def from_detector(cls, detector: Any, onnx_path: Union[str, os.PathLike], threads: Optional[int] = None,
-                      micro_batch: int = 1) -> "FastDetector":
-        """Export ``detector``'s raw outputs to ``onnx_path`` and run them in onnxruntime with lean pre/post."""
+                      micro_batch: int = 1, input_size: Optional[Sequence[int]] = None) -> "FastDetector":
+        """Export ``detector``'s raw outputs to ``onnx_path`` and run them in onnxruntime with lean pre/post.
+
+        ``input_size`` (H, W) runs the network at another size than ``detector.input_size`` (it is fully
+        convolutional), like ``detector.predict(..., input_size=...)``.
+        """
         from .export import export_onnx, onnx_session
 
-        post = LeanPostprocessor.from_detector(detector)  # refuses unsupported coders before exporting
-        session = onnx_session(export_onnx(detector, onnx_path), threads)
+        size = tuple(int(s) for s in (input_size or detector.input_size))
+        post = LeanPostprocessor.from_detector(detector, size)  # refuses unsupported coders before exporting
+        session = onnx_session(export_onnx(detector, onnx_path, input_size=size), threads)
         name = session.get_inputs()[0].name
 
         def run(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
             reg, cls_ = session.run(None, {name: x})
             return reg, cls_
 
-        return cls(run, preprocessor_for(detector), post, micro_batch=micro_batch)
+        return cls(run, preprocessor_for(detector, input_size=size), post, micro_batch=micro_batch)
 
     def predict(self, images: Union[np.ndarray, Sequence[np.ndarray]], score_thr: Optional[float] = None,
                 max_det: Optional[int] = None) -> List[Detections]:
@@ -259,10 +264,11 @@ class FastDetector:
         return out
 
 
-def preprocessor_for(detector: Any, layout: str = "NCHW") -> LeanPreprocessor:
-    """A :class:`LeanPreprocessor` with ``detector``'s input size and ``preprocess`` settings."""
+def preprocessor_for(detector: Any, layout: str = "NCHW", input_size: Optional[Sequence[int]] = None
+                     ) -> LeanPreprocessor:
+    """A :class:`LeanPreprocessor` with ``detector``'s ``preprocess`` settings and input size (or ``input_size``)."""
     pp = getattr(detector, "preprocess_cfg", {}) or {}
-    return LeanPreprocessor(detector.input_size, normalize=pp.get("normalize", "minus_one_one"),
+    return LeanPreprocessor(input_size or detector.input_size, normalize=pp.get("normalize", "minus_one_one"),
                             pad_value=int(pp.get("pad_value", 0)), resize=pp.get("resize", "letterbox"),
                             layout=layout)
 

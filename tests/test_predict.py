@@ -139,6 +139,32 @@ def test_predict_cli_demo_photos_and_exit_codes(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "o4").exists()
 
 
+def test_predict_cli_onnxruntime_backend_matches_torch(tmp_path, capsys, monkeypatch):
+    """--backend onnxruntime (aligned ONNX export + lean numpy pre/post) writes the torch backend's detections."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.chdir(REPO)
+    results = {}
+    for backend in ("torch", "onnxruntime"):
+        rc, _, err = _run_predict(capsys, DEMO, "--out", tmp_path / backend, "--backend", backend, "--threads", "1",
+                                  "--no-images")
+        assert rc == 0, err
+        results[backend] = {j.name: json.loads(j.read_text())["detections"] for j in (tmp_path / backend).glob("*.json")}
+    assert results["torch"].keys() == results["onnxruntime"].keys() and len(results["torch"]) >= 5
+    total = 0
+    for name, want in results["torch"].items():
+        got = results["onnxruntime"][name]
+        assert len(got) == len(want), name
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g["box"], w["box"], atol=0.05)
+            np.testing.assert_allclose(g["score"], w["score"], atol=1e-4)
+            np.testing.assert_allclose(g["keypoints"], w["keypoints"], atol=0.05)
+        total += len(want)
+    assert total >= 15  # 19 faces at the default threshold (the photos hold 31 labelled ones, some tiny)
+    with pytest.raises(SystemExit) as exc:  # an argparse error: usage line + message, exit code 2
+        _run_predict(capsys, DEMO, "--out", tmp_path / "x", "--backend", "onnxruntime", "--device", "cuda")
+    assert exc.value.code == 2 and "runs on the CPU" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("cfg", ["_base_/models/blazeface_back.yml", "_base_/models/blazeface_paper.yml"])
 def test_back_and_paper_models_run_through_predict(cfg, tmp_path, shared):
     """Back model with hollance's converted weights finds the astronaut; the paper variant (no weights) runs."""
