@@ -1,7 +1,7 @@
 """CPU latency of the front model: blazekit (eager PyTorch, optimised PyTorch, ONNX Runtime) vs MediaPipe's TFLite.
 
-    python benchmarks/latency.py                 # threads 1 and 2, ~2 minutes on 2 idle cores
-    python benchmarks/latency.py --threads 1 --repeats 50
+    python benchmarks/latency.py                 # threads 1 and 2, ~4 minutes on 2 idle cores
+    python benchmarks/latency.py --threads 1 --repeats 500   # steadier medians
 
 Every path is timed in one process on the same machine, on the same 640x480 uint8 RGB frame, at batch 1
 and batch 64, both *end to end* (uint8 image -> decoded detections in original pixels) and *model only*
@@ -21,13 +21,18 @@ intra_op_num_threads, LiteRT num_threads). Paths:
 - ``litert lean``: the same LiteRT model with the *same* lean numpy pre/post as ``onnxruntime lean``
   (NHWC buffer), also 64 batch-1 calls at batch 64 -- the like-for-like comparison.
 
-Prints the table, the ratios to LiteRT, and where the time goes for eager PyTorch.
+Prints the table, the ratios to LiteRT, and where the time goes for eager PyTorch and the lean path. Last,
+the batch-1 end-to-end race (onnxruntime lean, litert lean, litert) is rerun with each path alone in a fresh
+process, alternating, because with threads > 1 the idle worker threads of the other runtimes in one process
+compete for the cores (on 2 cores that doubled some 2-thread medians).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,19 +71,19 @@ def timeit(fn: Callable[[], object], repeats: int, warmup: int = 3) -> Tuple[flo
     return statistics.median(ts), ts[min(len(ts) - 1, int(round(0.9 * (len(ts) - 1))))]
 
 
-def time_paths(fns: Sequence[Callable[[], object]], repeats: int, rounds: int = 5,
+def time_paths(fns: Sequence[Callable[[], object]], repeats: int, per_round: int = 10,
                warmup: int = 3) -> List[Tuple[float, float]]:
-    """(median, p90) ms of each function, timed round-robin: ``rounds`` rounds of ``repeats // rounds`` calls.
+    """(median, p90) ms of each function, timed round-robin in rounds of ``per_round`` calls per function.
 
     Interleaving puts every path under the same machine state (a shared VM's speed drifts by tens of
-    percent within a minute), so the ratios between paths hold even when absolute numbers move.
+    percent within seconds), so the ratios between paths hold even when absolute numbers move.
     """
     for fn in fns:
         for _ in range(warmup):
             fn()
-    per = max(1, repeats // rounds)
+    per = max(1, min(per_round, repeats))
     samples: List[List[float]] = [[] for _ in fns]
-    for _ in range(rounds):
+    for _ in range(max(1, -(-repeats // per))):
         for i, fn in enumerate(fns):
             for _ in range(per):
                 t0 = time.perf_counter()
@@ -187,14 +192,60 @@ def lean_litert(lite: LiteRT, det) -> FastDetector:
                         micro_batch=1)
 
 
+SOLO_PATHS = ("onnxruntime lean", "litert lean", "litert")
+
+
+def solo_main(path: str, threads: int, repeats: int, onnx_path: str, tflite: str, image: str) -> int:
+    """Child process: build one path only, time ``predict`` on the frame, print one JSON line."""
+    torch.set_num_threads(threads)
+    det = build_detector(CONFIG, weights="mediapipe_short_range").eval()
+    frame = cv2.resize(load_image(image), (640, 480), interpolation=cv2.INTER_LINEAR)
+    levels = det.anchor_generator.num_anchors_per_level(det.input_size)
+    levels = [n * h * w for n, (h, w) in zip(levels, det.anchor_generator.grid_sizes(det.input_size))]
+    if path == "onnxruntime lean":
+        session = onnx_session(onnx_path, threads)
+        fast = FastDetector(lambda x: session.run(None, {"images": x}), preprocessor_for(det),
+                            LeanPostprocessor.from_detector(det))
+        fn: Callable[[], object] = lambda: fast.predict([frame])
+    elif path == "litert lean":
+        lean = lean_litert(LiteRT(Path(tflite), threads, levels), det)
+        fn = lambda: lean.predict([frame])
+    else:
+        lite = LiteRT(Path(tflite), threads, levels)
+        fn = lambda: litert_predict(lite, det, [frame])
+    med, p90 = time_paths([fn], repeats, per_round=repeats, warmup=50)[0]
+    print(json.dumps({"median": med, "p90": p90}))
+    return 0
+
+
+def solo_runs(threads: int, repeats: int, onnx_path: Path, tflite: Path, image: str, rounds: int = 3
+              ) -> Dict[str, List[float]]:
+    """Median ms of each SOLO_PATHS entry, each in a fresh process (one runtime, one thread pool, as deployed),
+    alternating paths for ``rounds`` rounds."""
+    out: Dict[str, List[float]] = {p: [] for p in SOLO_PATHS}
+    for _ in range(rounds):
+        for path in SOLO_PATHS:
+            cmd = [sys.executable, __file__, "--solo", path, "--threads", str(threads), "--repeats", str(repeats),
+                   "--onnx", str(onnx_path), "--tflite", str(tflite), "--image", image]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            out[path].append(json.loads(res.stdout.strip().splitlines()[-1])["median"])
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--solo", default=None, choices=SOLO_PATHS, help=argparse.SUPPRESS)
+    ap.add_argument("--onnx", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--solo-rounds", type=int, default=3,
+                    help="fresh processes per path for the one-runtime-per-process comparison (0: skip it)")
     ap.add_argument("--repeats", type=int, default=200,
-                    help="timed runs per path at batch 1 (batch 64: repeats // 20, >= 5), interleaved in 5 rounds")
+                    help="timed runs per path at batch 1 (batch 64: repeats // 20, >= 5), interleaved 10 (batch 64: 1) at a time")
     ap.add_argument("--image", default=str(ROOT / "blazekit" / "data" / "demo" / "images" / "astronaut.jpg"))
     ap.add_argument("--tflite", default=None)
     args = ap.parse_args(argv)
+    if args.solo:
+        return solo_main(args.solo, args.threads[0], args.repeats, args.onnx, args.tflite, args.image)
 
     det = build_detector(CONFIG, weights="mediapipe_short_range").eval()
     size = det.input_size
@@ -259,7 +310,8 @@ def main(argv=None) -> int:
             ]
             if batch > 1:
                 paths.insert(8, ("onnxruntime x1", "model", ort_micro))
-            timed = time_paths([fn for _, _, fn in paths], reps, warmup=3 if batch == 1 else 1)
+            timed = time_paths([fn for _, _, fn in paths], reps, per_round=10 if batch == 1 else 1,
+                               warmup=3 if batch == 1 else 1)
             for (name, kind, _), (med, p90) in zip(paths, timed):
                 rows.append((threads, name, kind, batch, med, p90))
             # where the eager time goes
@@ -294,7 +346,8 @@ def main(argv=None) -> int:
     print("'onnxruntime x1' = the 64 images as 64 batch-1 calls (onnxruntime's depthwise kernels are faster so).")
     print("'onnxruntime MP-w' = the export with MediaPipe's channel widths (channel_multiple=1); every other "
           "onnxruntime row\nuses the default export, widths rounded up to 16 (blazekit.channel_align).")
-    print("Paths are timed round-robin in 5 rounds, so all rows of one threads/batch block share the machine state.")
+    print("Paths are timed round-robin (10 calls at a time at batch 1, 1 at batch 64), so all rows of one "
+          "threads/batch block\nshare the machine state.")
     print("end-to-end = uint8 640x480 frame -> detections in original pixels. 'litert' uses blazekit's torch "
           "decode/blending;\n'onnxruntime lean' and 'litert lean' use the same numpy pre/post "
           "(blazekit.fastpath), 64 batch-1 calls at batch 64.\n")
@@ -326,6 +379,16 @@ def main(argv=None) -> int:
     for t, parts in lean_splits.items():
         total = sum(parts.values())
         print(f"  threads={t} batch=1: " + ", ".join(f"{k} {v:.2f} ({100 * v / total:.0f}%)" for k, v in parts.items()))
+    if args.solo_rounds > 0:
+        print("\none runtime per process, as deployed (batch 1 end to end; each number is one fresh process's median; "
+              "in one process\nseveral runtimes' idle worker threads compete for the cores when threads > 1):")
+        for t in args.threads:
+            solo = solo_runs(t, max(args.repeats, 300), raw_onnx, tflite, args.image, args.solo_rounds)
+            med = {p: statistics.median(v) for p, v in solo.items()}
+            print(f"  threads={t}: " + ", ".join(f"{p} {med[p]:.2f} ms ({' '.join(f'{v:.2f}' for v in solo[p])})"
+                                                 for p in SOLO_PATHS)
+                  + f"; onnxruntime lean / litert lean = {med['onnxruntime lean'] / med['litert lean']:.2f}, "
+                    f"/ litert = {med['onnxruntime lean'] / med['litert']:.2f}")
     return 0
 
 

@@ -10,7 +10,8 @@ each widening shortcut that is left into a concatenation,
     relu(pw(h) + pad(x)) == cat(relu(pw[:C](h) + x), relu(pw[C:](h))),
 
 so the graph holds no channel Pad at all. On the MediaPipe front model at batch 1, 1 thread (AVX-512)
-this took onnxruntime from 1.34 ms to 0.89 ms although it adds multiply-adds (``benchmarks/latency.py``).
+this took onnxruntime from 1.56 ms to 1.03 ms (interleaved A/B) although it adds multiply-adds; multiples of
+8 and 32 gave 1.37 and 1.12 ms. ``benchmarks/latency.py`` keeps measuring it (the ``MP-w`` rows).
 Outputs equal the original's up to float summation order (checked when aligning). Inference only:
 the widened model is built from a BN-folded copy and has nothing to train.
 """
