@@ -383,7 +383,7 @@ def main(argv=None) -> int:
         print("\none runtime per process, as deployed (batch 1 end to end; each number is one fresh process's median; "
               "in one process\nseveral runtimes' idle worker threads compete for the cores when threads > 1):")
         for t in args.threads:
-            solo = solo_runs(t, max(args.repeats, 300), raw_onnx, tflite, args.image, args.solo_rounds)
+            solo = solo_runs(t, max(args.repeats, 1500), raw_onnx, tflite, args.image, args.solo_rounds)
             med = {p: statistics.median(v) for p, v in solo.items()}
             print(f"  threads={t}: " + ", ".join(f"{p} {med[p]:.2f} ms ({' '.join(f'{v:.2f}' for v in solo[p])})"
                                                  for p in SOLO_PATHS)
