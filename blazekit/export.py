@@ -324,9 +324,12 @@ def export_onnx(detector: nn.Module, path: PathLike, *, with_postprocess: bool =
     model = fuse_bn(detector, example_input=torch.zeros(1, 3, *size)) if fold_bn else copy.deepcopy(detector).eval()
     model = model.float().cpu()
     if fold_bn and channel_multiple > 1:
-        from .channel_align import align_channels
+        from . import channel_align
 
-        model = align_channels(model, channel_multiple, example_input=torch.rand(1, 3, *size) * 2 - 1)
+        try:
+            model = channel_align.align_channels(model, channel_multiple, example_input=torch.rand(1, 3, *size) * 2 - 1)
+        except (ValueError, RuntimeError) as exc:  # a layout it does not know: the plain widths are still right
+            warnings.warn(f"export_onnx: channel alignment skipped ({exc}); exporting the original widths")
     if with_postprocess:
         pp = _postprocess_settings(detector)
         pp.update({k: v for k, v in (("score_thr", score_thr), ("iou_thr", iou_thr), ("max_det", max_det))

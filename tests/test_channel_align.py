@@ -107,3 +107,17 @@ def test_pad_conv_zero_extends():
         y = wide(x)
         torch.testing.assert_close(y[:, :5], conv(x[:, :3]))
     assert float(y[:, 5:].abs().max()) == 0.0
+
+
+def test_export_falls_back_to_plain_widths_with_a_warning(tmp_path, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    import blazekit.channel_align as CA
+
+    def refuse(*a, **k):
+        raise ValueError("a layout align_channels does not know")
+
+    monkeypatch.setattr(CA, "align_channels", refuse)
+    det = build_detector(FRONT)
+    with pytest.warns(UserWarning, match="channel alignment skipped .*does not know"):
+        path = export_onnx(det, tmp_path / "m.onnx")
+    assert sum(n.op_type == "Pad" for n in onnx.load(str(path)).graph.node) == 11
