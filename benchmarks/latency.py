@@ -1,6 +1,6 @@
 """CPU latency of the front model: blazekit (eager PyTorch, optimised PyTorch, ONNX Runtime) vs MediaPipe's TFLite.
 
-    python benchmarks/latency.py                 # threads 1 and 2, ~4 minutes on 2 idle cores
+    python benchmarks/latency.py                 # threads 1 and 2, ~5 minutes on 2 idle cores
     python benchmarks/latency.py --threads 1 --repeats 500   # steadier medians
 
 Every path is timed in one process on the same machine, on the same 640x480 uint8 RGB frame, at batch 1
@@ -22,8 +22,8 @@ intra_op_num_threads, LiteRT num_threads). Paths:
   (NHWC buffer), also 64 batch-1 calls at batch 64 -- the like-for-like comparison.
 
 Prints the table, the ratios to LiteRT, and where the time goes for eager PyTorch and the lean path. Last,
-the batch-1 end-to-end race (onnxruntime lean, litert lean, litert) is rerun with each path alone in a fresh
-process, alternating, because with threads > 1 the idle worker threads of the other runtimes in one process
+the batch-1 end-to-end race (onnxruntime lean vs litert lean) is rerun with each path alone in a fresh
+process, in back-to-back pairs, because with threads > 1 the idle worker threads of the other runtimes in one process
 compete for the cores (on 2 cores that doubled some 2-thread medians).
 """
 from __future__ import annotations
@@ -192,7 +192,7 @@ def lean_litert(lite: LiteRT, det) -> FastDetector:
                         micro_batch=1)
 
 
-SOLO_PATHS = ("onnxruntime lean", "litert lean", "litert")
+SOLO_PATHS = ("onnxruntime lean", "litert lean")
 
 
 def solo_main(path: str, threads: int, repeats: int, onnx_path: str, tflite: str, image: str) -> int:
@@ -207,21 +207,18 @@ def solo_main(path: str, threads: int, repeats: int, onnx_path: str, tflite: str
         fast = FastDetector(lambda x: session.run(None, {"images": x}), preprocessor_for(det),
                             LeanPostprocessor.from_detector(det))
         fn: Callable[[], object] = lambda: fast.predict([frame])
-    elif path == "litert lean":
+    else:
         lean = lean_litert(LiteRT(Path(tflite), threads, levels), det)
         fn = lambda: lean.predict([frame])
-    else:
-        lite = LiteRT(Path(tflite), threads, levels)
-        fn = lambda: litert_predict(lite, det, [frame])
     med, p90 = time_paths([fn], repeats, per_round=repeats, warmup=50)[0]
     print(json.dumps({"median": med, "p90": p90}))
     return 0
 
 
-def solo_runs(threads: int, repeats: int, onnx_path: Path, tflite: Path, image: str, rounds: int = 3
+def solo_runs(threads: int, repeats: int, onnx_path: Path, tflite: Path, image: str, rounds: int = 5
               ) -> Dict[str, List[float]]:
     """Median ms of each SOLO_PATHS entry, each in a fresh process (one runtime, one thread pool, as deployed),
-    alternating paths for ``rounds`` rounds."""
+    alternating paths for ``rounds`` rounds (each round is a pair measured back to back)."""
     out: Dict[str, List[float]] = {p: [] for p in SOLO_PATHS}
     for _ in range(rounds):
         for path in SOLO_PATHS:
@@ -237,7 +234,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--solo", default=None, choices=SOLO_PATHS, help=argparse.SUPPRESS)
     ap.add_argument("--onnx", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--solo-rounds", type=int, default=3,
+    ap.add_argument("--solo-rounds", type=int, default=5,
                     help="fresh processes per path for the one-runtime-per-process comparison (0: skip it)")
     ap.add_argument("--repeats", type=int, default=200,
                     help="timed runs per path at batch 1 (batch 64: repeats // 20, >= 5), interleaved 10 (batch 64: 1) at a time")
@@ -383,12 +380,12 @@ def main(argv=None) -> int:
         print("\none runtime per process, as deployed (batch 1 end to end; each number is one fresh process's median; "
               "in one process\nseveral runtimes' idle worker threads compete for the cores when threads > 1):")
         for t in args.threads:
-            solo = solo_runs(t, max(args.repeats, 1500), raw_onnx, tflite, args.image, args.solo_rounds)
-            med = {p: statistics.median(v) for p, v in solo.items()}
-            print(f"  threads={t}: " + ", ".join(f"{p} {med[p]:.2f} ms ({' '.join(f'{v:.2f}' for v in solo[p])})"
-                                                 for p in SOLO_PATHS)
-                  + f"; onnxruntime lean / litert lean = {med['onnxruntime lean'] / med['litert lean']:.2f}, "
-                    f"/ litert = {med['onnxruntime lean'] / med['litert']:.2f}")
+            solo = solo_runs(t, max(args.repeats, 2000), raw_onnx, tflite, args.image, args.solo_rounds)
+            ratios = [a / b for a, b in zip(solo["onnxruntime lean"], solo["litert lean"])]
+            print(f"  threads={t}: " + ", ".join(f"{p} {statistics.median(solo[p]):.2f} ms "
+                                                 f"({' '.join(f'{v:.2f}' for v in solo[p])})" for p in SOLO_PATHS)
+                  + f"; onnxruntime lean / litert lean per round {' '.join(f'{r:.2f}' for r in ratios)}, "
+                    f"median {statistics.median(ratios):.2f}")
     return 0
 
 
