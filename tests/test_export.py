@@ -244,6 +244,10 @@ def test_fast_detector_onnxruntime_matches_predict(front, tmp_path):
     for kw in ({"score_thr": 0.8}, {"max_det": 1}, {"score_thr": 0.3, "max_det": 2}):
         for i, (g, w) in enumerate(zip(fast.predict(images, **kw), front.predict(images, **kw))):
             _assert_same_detections(g, w, f"demo image {i} {kw}")
+    # 10 images in chunks of 4 (pre-processed together) with micro-batches of 3 inside: same results, same order
+    fast.CHUNK = 4
+    for i, (g, w) in enumerate(zip(fast.predict(images), want)):
+        _assert_same_detections(g, w, f"demo image {i}, chunks of 4")
 
 
 @pytest.mark.parametrize("post", ["WeightedBlending", "NMS"])
