@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import cv2
 import pytest
 import torch
 import yaml
@@ -160,6 +161,16 @@ def test_validation_picks_best_and_reports_before(tmp_path):
     assert [r["epoch"] for r in vals] == [0, 1, 2]
     best = max(vals[1:], key=lambda r: r["coco/AP50"])
     assert summary["best_metric"] == pytest.approx(best["coco/AP50"]) and summary["best_epoch"] == best["epoch"]
+    # every validation draws its first val images (GT green, detections red) into vis/epoch_NNN/
+    for epoch in (0, 1, 2):
+        pngs = sorted((tmp_path / "v" / "vis" / f"epoch_{epoch:03d}").rglob("*.png"))
+        assert 1 <= len(pngs) <= 4, (epoch, pngs)
+        imgs = [cv2.imread(str(p)) for p in pngs]
+        assert all(im is not None and im.ndim == 3 for im in imgs)
+        # lossless PNGs keep the exact drawing colours (BGR): ground truth (0, 220, 0), detections (40, 40, 255)
+        assert sum(int((im == (0, 220, 0)).all(-1).sum()) for im in imgs) > 50
+        if epoch == 0:  # MediaPipe's weights before training find the faces (the tiny run's later epochs do not)
+            assert sum(int((im == (40, 40, 255)).all(-1).sum()) for im in imgs) > 50
     ckpt = torch.load(tmp_path / "v" / "best.pt", map_location="cpu", weights_only=False)
     assert ckpt["meta"]["epoch"] == best["epoch"]
     assert ckpt["meta"]["metrics"]["coco/AP50"] == pytest.approx(best["coco/AP50"])

@@ -263,13 +263,16 @@ def subset_ground_truth(gt: WiderGroundTruth, keys) -> WiderGroundTruth:
 
 
 def evaluate(detector: Any, cfg: Mapping[str, Any], split: str = "val", progress: bool = True,
-             max_images: Optional[int] = None, save_preds: Optional[Union[str, os.PathLike]] = None) -> Dict[str, float]:
+             max_images: Optional[int] = None, save_preds: Optional[Union[str, os.PathLike]] = None,
+             vis_dir: Optional[Union[str, os.PathLike]] = None, num_vis: int = 8) -> Dict[str, float]:
     """Evaluate ``detector`` on ``cfg['data'][split]``; flat ``{metric: value}`` (see the module docstring).
 
     ``cfg['eval']`` ``score_thr``/``max_det`` are passed to ``detector.predict`` (the model's own settings
     are untouched) and its train/eval mode is restored, so the trainer can call this between epochs.
+    ``vis_dir``: also draw the first ``num_vis`` images of each dataset there (see :class:`Evaluator`).
     """
-    return Evaluator(detector, cfg, split=split, progress=progress, max_images=max_images, save_preds=save_preds).run()
+    return Evaluator(detector, cfg, split=split, progress=progress, max_images=max_images, save_preds=save_preds,
+                     vis_dir=vis_dir, num_vis=num_vis).run()
 
 
 def format_table(results: Mapping[str, Any]) -> str:

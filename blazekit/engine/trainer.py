@@ -47,6 +47,7 @@ TRAIN_DEFAULTS: Dict[str, Any] = {
     "val_metric": "coco/AP50",      # key of evaluate()'s dict that picks best.pt (e.g. wider/medium)
     "val_mode": "max",              # max | min
     "val_before_train": False,      # evaluate the initial weights first (fine-tuning baselines)
+    "val_vis": 4,                   # val images drawn (GT green, detections red) per validation: vis/epoch_NNN/
     "checkpoint_interval": 0,       # also write last.pt every N iterations (0: only at epoch ends)
     "log_interval": 20,             # iterations between metrics.jsonl records
     "max_nonfinite_steps": 10,      # stop after this many non-finite losses in a row
@@ -524,8 +525,11 @@ class Trainer:
             net = self.ema.module if self.ema is not None else unwrap(self.model)
             was_training = net.training
             net.eval()
+            n_vis = int(self.tcfg["val_vis"] or 0)
+            vis_dir = self.work_dir / "vis" / f"epoch_{self.epoch:03d}" if n_vis > 0 else None
             with torch.no_grad():
-                res = evaluate(net, self.cfg, split="val", progress=bool(self.tcfg["progress_bar"]))
+                res = evaluate(net, self.cfg, split="val", progress=bool(self.tcfg["progress_bar"]),
+                               vis_dir=vis_dir, num_vis=n_vis)
                 metrics = {k: float(v) for k, v in res.items()
                            if isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)}
             net.train(was_training)
