@@ -23,8 +23,8 @@ intra_op_num_threads, LiteRT num_threads). Paths:
 
 Prints the table, the ratios to LiteRT, and where the time goes for eager PyTorch and the lean path. Last,
 the batch-1 end-to-end race (onnxruntime lean vs litert lean) is rerun with each path alone in a fresh
-process, in back-to-back pairs, because with threads > 1 the idle worker threads of the other runtimes in one process
-compete for the cores (on 2 cores that doubled some 2-thread medians).
+process, in back-to-back pairs: that is how an application runs it, and with threads > 1 the in-process rows swung
+up to 2x on the 2-vCPU development VM (the same onnxruntime session read 0.74 and 1.46 ms a few seconds apart).
 """
 from __future__ import annotations
 
@@ -378,7 +378,7 @@ def main(argv=None) -> int:
         print(f"  threads={t} batch=1: " + ", ".join(f"{k} {v:.2f} ({100 * v / total:.0f}%)" for k, v in parts.items()))
     if args.solo_rounds > 0:
         print("\none runtime per process, as deployed (batch 1 end to end; each number is one fresh process's median; "
-              "in one process\nseveral runtimes' idle worker threads compete for the cores when threads > 1):")
+              "pairs run\nback to back, so compare within a pair):")
         for t in args.threads:
             solo = solo_runs(t, max(args.repeats, 2000), raw_onnx, tflite, args.image, args.solo_rounds)
             ratios = [a / b for a, b in zip(solo["onnxruntime lean"], solo["litert lean"])]
