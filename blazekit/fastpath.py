@@ -1,6 +1,6 @@
 """Lean numpy pre/post-processing around any raw-output runner, for low-latency deployment.
 
-At batch 1 BlazeFace's network takes ~1.3 ms on one CPU core, and ``detector.predict``'s torch
+At batch 1 BlazeFace's network takes about 1 ms on one CPU core in onnxruntime, and ``detector.predict``'s torch
 pre/post-processing took almost as long again (~1.2 ms: one small torch op costs microseconds, and
 decode touches all 896 anchors). This module does the same work in numpy, faster:
 
