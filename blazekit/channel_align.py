@@ -192,7 +192,7 @@ def _verify(reference: nn.Module, aligned: nn.Module, example_input: Optional[Te
         if r.shape != g.shape or not torch.allclose(r, g, rtol=1e-4, atol=1e-5 * scale):
             diff = float((r - g).abs().max()) if r.shape == g.shape else float("nan")
             raise RuntimeError(f"align_channels changed the model output (shapes {tuple(r.shape)} / "
-                               f"{tuple(g.shape)}, max abs diff {diff:.3g}); export with align_channels=0")
+                               f"{tuple(g.shape)}, max abs diff {diff:.3g}); export with channel_multiple=1 (--channel-multiple 1)")
 
 
 __all__ = ["DEFAULT_MULTIPLE", "ConcatShortcutBlock", "align_channels", "pad_conv", "round_up"]

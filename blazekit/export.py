@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .matcher import batched_box_iou
+
 PathLike = Union[str, os.PathLike]
 
 CONV_TYPES = (nn.Conv2d,)
@@ -195,18 +197,6 @@ def count_batchnorm(model: nn.Module) -> int:
 
 # --------------------------------------------------------------------------------- graph post-processing
 
-def _box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU [N, M] of xyxy boxes; export-friendly (no torchvision custom op)."""
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    return inter / union.clamp(min=1e-12)
-
-
 def _postprocess_settings(detector: nn.Module) -> Dict[str, Any]:
     """score_thr / iou_thr / max_det / blending of the detector's own post-processor."""
     pp = getattr(detector, "postprocess", None)
@@ -282,7 +272,7 @@ class PostprocessedModel(nn.Module):
         A candidate belongs to the first (highest-scoring) kept box of its image that overlaps it by more
         than ``iou_thr`` -- the same clusters as MediaPipe's greedy loop, computed with matrices.
         """
-        overlap = (_box_iou(kb, boxes) > self.iou_thr) & (kbatch[:, None] == batch[None, :])  # [K, M]
+        overlap = (batched_box_iou(kb, boxes) > self.iou_thr) & (kbatch[:, None] == batch[None, :])  # [K, M]
         # a kept box always owns itself, even when empty (IoU 0), like WeightedBlending
         overlap = overlap | (torch.arange(boxes.shape[0], device=boxes.device)[None, :] == keep[:, None])
         first = torch.cumsum(overlap.to(torch.int64), dim=0) == 1
@@ -320,7 +310,6 @@ def export_onnx(detector: nn.Module, path: PathLike, *, with_postprocess: bool =
     if len(size) != 2:
         raise ValueError(f"export_onnx: input_size must be [H, W], got {input_size!r} "
                          f"(and the detector has no input_size attribute)")
-    was_training = detector.training
     model = fuse_bn(detector, example_input=torch.zeros(1, 3, *size)) if fold_bn else copy.deepcopy(detector).eval()
     model = model.float().cpu()
     if fold_bn and channel_multiple > 1:
@@ -350,8 +339,6 @@ def export_onnx(detector: nn.Module, path: PathLike, *, with_postprocess: bool =
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about data-dependent shapes are expected here
         torch.onnx.export(wrapper, (dummy,), str(path), **kwargs)
-    if was_training:
-        detector.train()
     try:
         import onnx
     except ImportError:
@@ -479,49 +466,36 @@ def verify_onnx(detector: nn.Module, path: PathLike, input_size: Optional[Sequen
 
 
 class OnnxDetector:
-    """``detector.predict`` on onnxruntime: letterbox + normalise, the with-postprocess graph, map back.
+    """``detector.predict`` on onnxruntime: lean letterbox + normalise, the with-postprocess graph, map back.
 
-    The deployment twin of ``BlazeFace.predict`` (same pre-processing code, same outputs: per image
-    ``boxes`` [N,4] / ``scores`` [N] / ``keypoints`` [N,K,2] in original pixels, numpy float32).
+    The deployment twin of ``BlazeFace.predict`` (same outputs: per image ``boxes`` [N,4] / ``scores`` [N] /
+    ``keypoints`` [N,K,2] in original pixels, numpy float32), with decoding and NMS inside the graph.
     ``micro_batch`` splits large batches: onnxruntime's depthwise kernels run fastest on small
     batches on CPU (measured in ``benchmarks/latency.py``), so throughput is best with a few images
-    per call.
+    per call. :class:`blazekit.fastpath.FastDetector` does the post-processing in numpy instead (faster).
     """
 
     def __init__(self, path: PathLike, input_size: Sequence[int], normalize: str = "minus_one_one",
                  pad_value: int = 0, resize: str = "letterbox", threads: Optional[int] = None,
                  micro_batch: int = 1) -> None:
+        from .fastpath import LeanPreprocessor
+
         self.session = onnx_session(path, threads)
         names = [o.name for o in self.session.get_outputs()]
         if names != POSTPROCESS_OUTPUTS:
             raise ValueError(f"{path}: outputs {names}, expected {POSTPROCESS_OUTPUTS}; export with "
                              "with_postprocess=True (tools/export.py --with-postprocess)")
-        self.input_size = tuple(int(s) for s in input_size)
-        self.normalize, self.pad_value, self.resize = normalize, int(pad_value), resize
+        self.pre = LeanPreprocessor(input_size, normalize=normalize, pad_value=pad_value, resize=resize)
         self.micro_batch = max(1, int(micro_batch))
 
-    @classmethod
-    def from_detector(cls, detector: nn.Module, path: PathLike, **kwargs: Any) -> "OnnxDetector":
-        """Export ``detector`` with post-processing to ``path`` and open it with its own pre-processing."""
-        export_onnx(detector, path, with_postprocess=True)
-        pp = getattr(detector, "preprocess_cfg", {}) or {}
-        return cls(path, detector.input_size, normalize=pp.get("normalize", "minus_one_one"),
-                   pad_value=pp.get("pad_value", 0), resize=pp.get("resize", "letterbox"), **kwargs)
-
-    def predict(self, images: Sequence[Any]) -> List[Dict[str, Any]]:
-        import numpy as np
-
-        from .preprocess import letterbox, normalize
-
+    def predict(self, images: Union[np.ndarray, Sequence[np.ndarray]]) -> List[Dict[str, Any]]:
+        """HxWx3 uint8 RGB image(s) -> one dict per image, like ``detector.predict``."""
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            images = [images]
         out: List[Dict[str, Any]] = []
         for start in range(0, len(images), self.micro_batch):
-            chunk = images[start:start + self.micro_batch]
-            arrays, infos = [], []
-            for img in chunk:
-                boxed, info = letterbox(img, self.input_size, pad_value=self.pad_value, mode=self.resize)
-                arrays.append(normalize(boxed, self.normalize))
-                infos.append(info)
-            boxes, scores, kpts, bidx = self.session.run(None, {"images": np.stack(arrays)})
+            x, infos = self.pre(images[start:start + self.micro_batch])
+            boxes, scores, kpts, bidx = self.session.run(None, {"images": x})
             for i, info in enumerate(infos):
                 m = bidx == i
                 k = kpts[m]

@@ -19,10 +19,9 @@ import math
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 
-from .preprocess import NORMALIZATIONS, LetterboxInfo
+from .preprocess import NORMALIZATIONS, LetterboxInfo, letterbox_geometry, resize_for
 
 Detections = Dict[str, np.ndarray]
 RawRunner = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
@@ -59,16 +58,6 @@ class LeanPreprocessor:
             self._buf = np.empty(n * 3 * h * w, np.float32)
         return self._buf[:n * 3 * h * w].reshape(shape)
 
-    def geometry(self, h: int, w: int) -> Tuple[float, int, int, int, int]:
-        """(scale, new_w, new_h, x0, y0): :func:`blazekit.preprocess.letterbox`'s placement rule."""
-        oh, ow = self.size
-        if self.resize == "stretch":
-            if abs(h / w - oh / ow) > 1e-6:
-                raise ValueError("stretch resize needs the image aspect ratio to match the input; use letterbox")
-            return ow / w, ow, oh, 0, 0
-        scale = min(oh / h, ow / w)
-        nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-        return scale, nw, nh, int(math.floor((ow - nw) / 2.0)), int(math.floor((oh - nh) / 2.0))
 
     def __call__(self, images: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[LetterboxInfo]]:
         out = self._buffer(len(images))
@@ -78,9 +67,8 @@ class LeanPreprocessor:
                 raise ValueError(f"image {i}: expected an HxWx3 uint8 RGB numpy array, got "
                                  f"{getattr(img, 'shape', type(img).__name__)} {getattr(img, 'dtype', '')}")
             h, w = img.shape[:2]
-            scale, nw, nh, x0, y0 = self.geometry(h, w)
-            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-            resized = cv2.resize(img, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else img
+            scale, nw, nh, x0, y0 = letterbox_geometry(h, w, self.size, self.resize)
+            resized = resize_for(img, nw, nh, scale)
             dst = out[i]
             if (nw, nh) != (self.size[1], self.size[0]):
                 dst.fill(self.pad)

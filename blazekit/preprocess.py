@@ -48,25 +48,34 @@ def letterbox(image: np.ndarray, out_hw: Sequence[int], pad_value: int = 0,
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
     h, w = image.shape[:2]
+    scale, nw, nh, x0, y0 = letterbox_geometry(h, w, out_hw, mode)
+    resized = resize_for(image, nw, nh, scale)
+    out = np.full((int(out_hw[0]), int(out_hw[1]), 3), pad_value, dtype=np.uint8)
+    out[y0:y0 + nh, x0:x0 + nw] = resized
+    return out, LetterboxInfo(scale=scale, pad_x=float(x0), pad_y=float(y0), orig_h=h, orig_w=w)
+
+
+def letterbox_geometry(h: int, w: int, out_hw: Tuple[int, int], mode: str = "letterbox"
+                       ) -> Tuple[float, int, int, int, int]:
+    """``(scale, new_w, new_h, x0, y0)``: where an HxW image lands in ``out_hw`` (the one placement rule)."""
     oh, ow = int(out_hw[0]), int(out_hw[1])
     if mode == "stretch":
         if abs(h / w - oh / ow) > 1e-6:
             raise ValueError("stretch resize needs the image aspect ratio to match the input; use letterbox")
-        scale = ow / w
-        pad_x = pad_y = 0.0
-        nw, nh = ow, oh
-    elif mode == "letterbox":
-        scale = min(oh / h, ow / w)
-        nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-        pad_x, pad_y = (ow - nw) / 2.0, (oh - nh) / 2.0
-    else:
+        return ow / w, ow, oh, 0, 0
+    if mode != "letterbox":
         raise ValueError(f"unknown resize mode {mode!r}; expected 'letterbox' or 'stretch'")
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
-    out = np.full((oh, ow, 3), pad_value, dtype=np.uint8)
-    x0, y0 = int(np.floor(pad_x)), int(np.floor(pad_y))
-    out[y0:y0 + nh, x0:x0 + nw] = resized
-    return out, LetterboxInfo(scale=scale, pad_x=float(x0), pad_y=float(y0), orig_h=h, orig_w=w)
+    scale = min(oh / h, ow / w)
+    nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    return scale, nw, nh, int(np.floor((ow - nw) / 2.0)), int(np.floor((oh - nh) / 2.0))
+
+
+def resize_for(image: np.ndarray, nw: int, nh: int, scale: float) -> np.ndarray:
+    """``image`` resized to ``nw`` x ``nh``: area averaging when shrinking (no aliasing), bilinear when growing."""
+    h, w = image.shape[:2]
+    if (nw, nh) == (w, h):
+        return image
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
 def normalize(image: np.ndarray, mode: str = "minus_one_one") -> np.ndarray:

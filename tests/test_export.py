@@ -297,3 +297,20 @@ def test_spatial_pads_fold_into_convs(front, tmp_path):
     got = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": x})
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, atol=2e-3, rtol=1e-4)
+
+
+def test_onnx_detector_matches_predict_on_photos_and_takes_one_image(front, tmp_path):
+    """OnnxDetector (with-postprocess graph + lean letterbox) equals predict on real photos of any size."""
+    pytest.importorskip("onnxruntime")
+    from blazekit.export import OnnxDetector
+
+    onnx_det = OnnxDetector(export_onnx(front, tmp_path / "pp.onnx", with_postprocess=True), front.input_size,
+                            threads=1, micro_batch=3)
+    images = _demo_images()
+    want = front.predict(images)
+    assert sum(len(w["scores"]) for w in want) >= 10
+    for i, (g, w) in enumerate(zip(onnx_det.predict(images), want)):
+        _assert_same_detections(g, w, f"demo image {i}")
+    one = onnx_det.predict(images[0])  # a lone HxWx3 array is one image, as in predict
+    assert len(one) == 1
+    _assert_same_detections(one[0], want[0], "single image")
