@@ -137,7 +137,7 @@ def _load_with_bases(path: Path, stack: tuple) -> Dict[str, Any]:
     # imports accumulate across bases rather than being replaced
     imports = list(cfg.get("imports", [])) + [m for m in data.get("imports", []) or [] if m not in cfg.get("imports", [])]
     cfg = merge(cfg, data)
-    if imports:
+    if imports or "imports" in cfg:  # an empty ``imports:`` (None) becomes []
         cfg["imports"] = imports
     return cfg
 
@@ -213,12 +213,12 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
         for i, part in enumerate(parts[:-1]):
             if isinstance(node, list):
                 node = node[_list_index(node, part, item, ".".join(parts[:i]))]
-                continue
-            if part not in node:
-                if not add:
-                    get(cfg, ".".join(parts[: i + 1]))  # raises with close matches
-                node[part] = {}
-            node = node[part]
+            else:
+                if part not in node:
+                    if not add:
+                        get(cfg, ".".join(parts[: i + 1]))  # raises with close matches
+                    node[part] = {}
+                node = node[part]
             if not isinstance(node, (MutableMapping, list)):
                 raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} is a value, not a section")
         last = parts[-1]

@@ -124,3 +124,15 @@ def test_override_list_index_errors_name_the_list(cfgs):
         C.apply_overrides(cfg, ["train.milestones.first=1"])
     out = C.apply_overrides({"a": [{"b": 1}, {"b": 2}]}, ["a.1.b=5"])
     assert out == {"a": [{"b": 1}, {"b": 5}]}
+
+
+def test_override_through_a_list_into_a_value_is_a_config_error():
+    with pytest.raises(C.ConfigError, match=r"'a.0' is a value, not a section"):
+        C.apply_overrides({"a": [1, 2]}, ["a.0.b=3"])
+
+
+def test_empty_imports_key_is_an_empty_list(tmp_path):
+    p = tmp_path / "c.yml"
+    p.write_text("imports:\nmodel: {}\n")
+    assert C.load(p)["imports"] == []
+    assert C.load(p, imports=["json"])["imports"] == ["json"]
