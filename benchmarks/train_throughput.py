@@ -25,6 +25,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from blazekit import config as config_lib  # noqa: E402
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -56,8 +58,9 @@ def full_steps(trainer, steps: int) -> float:
 def model_only_steps(trainer, steps: int) -> float:
     """Images/s of forward + loss + backward + optimizer on one synthetic batch kept on the device."""
     images, targets = next(iter(trainer.train_loader))
-    images = torch.randn_like(images).to(trainer.device)
-    targets = [{k: (v.to(trainer.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+    from blazekit.engine.trainer import _to_device
+
+    images, targets = torch.randn_like(images).to(trainer.device), _to_device(targets, trainer.device)
     model, opt = trainer.train_model, trainer.optimizer
     amp = (torch.autocast(trainer.device.type, dtype=trainer.amp_dtype) if trainer.amp_dtype is not None else None)
 
@@ -84,12 +87,13 @@ def model_only_steps(trainer, steps: int) -> float:
     return steps * images.shape[0] / (time.perf_counter() - t0)
 
 
-def run(config: str, device: str, steps: int, overrides) -> dict:
+def run(config: str, device: str, steps: int, overrides, imports=()) -> dict:
     import blazekit  # noqa: F401
     from blazekit.engine.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
-        tr = Trainer(config, work_dir=tmp, device=device, overrides=list(overrides) + ["train.progress_bar=false"])
+        tr = Trainer(config, work_dir=tmp, device=device, overrides=list(overrides) + ["train.progress_bar=false"],
+                     imports=imports)
         full = full_steps(tr, steps)
         model = model_only_steps(tr, steps)
         tr.logger.close()
@@ -101,14 +105,13 @@ def main() -> None:
     p.add_argument("config", nargs="?", default=str(REPO / "configs" / "quickstart.yml"))
     p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cpu, plus cuda when available)")
-    p.add_argument("--set", dest="overrides", nargs="+", default=[],
-                   help="config overrides, e.g. data.train.batch_size=64")
+    config_lib.add_common_args(p)  # --set (repeatable) and --import, as the tools take them
     args = p.parse_args()
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"config {args.config}; torch {torch.__version__}; threads {torch.get_num_threads()}")
     print(f"{'device':<8} {'batch':>5} {'full step img/s':>16} {'model-only img/s':>17} {'ratio':>6}")
     for dev in devices:
-        r = run(args.config, dev, args.steps, args.overrides)
+        r = run(args.config, dev, args.steps, args.overrides, args.imports)
         print(f"{r['device']:<8} {r['batch']:>5} {r['full']:>16.1f} {r['model']:>17.1f} {r['full'] / r['model']:>6.2f}")
 
 

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     def train(_argv=None) -> int:
         trainer = Trainer(args.config, work_dir=args.work_dir, device=args.device, resume=args.resume,
                           seed=args.seed, overrides=args.overrides, imports=args.imports)
-        summary.update(trainer.fit())
+        summary.update(trainer.fit(), rank=dist_utils.get_rank())  # the rank is gone after cleanup()
         return 0
 
     try:
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         dist_utils.cleanup()
     if rc:
         return rc
-    if dist_utils.get_rank() == 0 and summary.get("best_metric") is not None:
+    if summary.get("rank") == 0 and summary.get("best_metric") is not None:
         print(f"best {summary['val_metric']} = {summary['best_metric']:.4f} (epoch {summary['best_epoch']}); "
               f"checkpoints in {summary['work_dir']}")
     return 0
