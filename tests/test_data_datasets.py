@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from blazekit.registry import BuildError
 from blazekit.data import (CocoFaces, ConcatDataset, DataError, ImageFolder, WiderFace, YoloFaces, build_dataset)
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -128,6 +129,21 @@ def test_retinaface_label_txt_maps_5_points_to_6(tmp_path):
     assert r["keypoints_visible"][0].tolist() == [True, True, True, True, False, False]
     assert not r["keypoints_visible"][1].any()
     assert len(ds.records[1]["boxes"]) == 1
+    # num_keypoints=5 keeps RetinaFace's own order (mouth corners last), the order the 5-point flip swaps
+    r5 = WiderFace(root, split="train", num_keypoints=5).records[0]
+    np.testing.assert_allclose(r5["keypoints"][0], [[20, 35], [40, 35], [30, 48], [22, 60], [38, 62]])
+    assert r5["keypoints_visible"][0].all()
+    from blazekit.data.transforms import DEFAULT_FLIP_PERMUTATIONS
+
+    mirrored = r5["keypoints"][0].copy()
+    mirrored[:, 0] = 100 - mirrored[:, 0]
+    mirrored = mirrored[DEFAULT_FLIP_PERMUTATIONS[5]]
+    assert mirrored[0, 0] < mirrored[1, 0] and mirrored[3, 0] < mirrored[4, 0]  # image-left first, as before
+
+
+def test_concat_dataset_by_type_checks_its_arguments():
+    with pytest.raises(BuildError, match="shufle"):
+        build_dataset({"type": "ConcatDataset", "datasets": [], "shufle": True})
 
 
 # ---------------------------------------------------------------- COCO

@@ -34,8 +34,6 @@ def build_dataset(cfg: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]], tr
         return ConcatDataset(datasets=list(cfg), transforms=transforms)
     if not isinstance(cfg, Mapping):
         raise BuildError(f"{where}: expected a dataset config mapping (or a list of them), got {cfg!r}")
-    if cfg.get("type") == "ConcatDataset":
-        return ConcatDataset(datasets=cfg.get("datasets", []), transforms=transforms)
     return build(DATASETS, cfg, where=where, transforms=transforms)
 
 

@@ -10,10 +10,10 @@ import torch
 from tqdm import tqdm
 
 from ..config import ConfigError
+from ..inference import KEYPOINT_COLORS
 from ..preprocess import NORMALIZATIONS
 
 #: RGB colour per MediaPipe keypoint: right eye, left eye, nose, mouth, right ear, left ear
-KEYPOINT_COLOURS = [(255, 0, 0), (0, 90, 255), (0, 220, 0), (255, 220, 0), (255, 0, 255), (0, 230, 230)]
 
 
 def to_uint8_image(image: Union[np.ndarray, torch.Tensor], normalization: str = "minus_one_one") -> np.ndarray:
@@ -26,8 +26,9 @@ def to_uint8_image(image: Union[np.ndarray, torch.Tensor], normalization: str = 
 
 
 def draw_sample(sample: Mapping[str, Any], normalization: str = "minus_one_one", zoom: float = 1.0) -> np.ndarray:
-    """RGB uint8 image with boxes (green; ignored faces orange) and keypoints (filled dot when visible,
-    an x when not) drawn; ``zoom`` enlarges small network inputs so they can be looked at."""
+    """RGB uint8 image with boxes (green; ignored faces orange) and visible keypoints drawn (in predict's
+    keypoint colours); ``zoom`` enlarges small network inputs so they can be looked at. Invisible keypoints
+    are not drawn: validation parks them at (0, 0) and transforms then move them anywhere."""
     img = to_uint8_image(sample["image"], normalization)
     if zoom != 1.0:
         img = cv2.resize(img, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
@@ -41,11 +42,8 @@ def draw_sample(sample: Mapping[str, Any], normalization: str = "minus_one_one",
         cv2.rectangle(img, (int(round(b[0])), int(round(b[1]))), (int(round(b[2])), int(round(b[3]))), colour, 1)
         for k in range(kpts.shape[1]):
             x, y = int(round(kpts[i, k, 0])), int(round(kpts[i, k, 1]))
-            c = KEYPOINT_COLOURS[k % len(KEYPOINT_COLOURS)]
             if vis[i, k]:
-                cv2.circle(img, (x, y), max(2, int(zoom)), c, -1)
-            elif kpts[i, k].any():
-                cv2.drawMarker(img, (x, y), c, cv2.MARKER_TILTED_CROSS, max(5, int(3 * zoom)), 1)
+                cv2.circle(img, (x, y), max(2, int(zoom)), KEYPOINT_COLORS[k % len(KEYPOINT_COLORS)], -1)
     return img
 
 

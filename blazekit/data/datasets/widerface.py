@@ -27,8 +27,11 @@ def retinaface_to_blazeface(points5: np.ndarray, visible5: np.ndarray,
     """RetinaFace's 5 points (eye on image left, eye on image right, nose, mouth corners) -> BlazeFace's 6.
 
     RetinaFace lists the subject's right eye first, like MediaPipe; the mouth centre is the mean of the two
-    corners; the ear tragions do not exist in the 5-point scheme and stay invisible.
+    corners; the ear tragions do not exist in the 5-point scheme and stay invisible. ``num_keypoints=5``
+    keeps RetinaFace's own layout (mouth corners included), which is what the 5-point flip order expects.
     """
+    if num_keypoints == 5:
+        return points5.astype(np.float32, copy=True), visible5.astype(bool, copy=True)
     n = len(points5)
     kpts = np.zeros((n, num_keypoints, 2), np.float32)
     vis = np.zeros((n, num_keypoints), bool)
