@@ -83,7 +83,7 @@ class LeanPreprocessor:
 
 
 def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box with boxes [M, 4]; 0 when the union is empty (as blazekit.postprocess.box_iou_one)."""
+    """IoU of one xyxy box with boxes [M, 4]; 0 when the union is empty (as blazekit.matcher.batched_box_iou)."""
     lt = np.maximum(box[:2], boxes[:, :2])
     rb = np.minimum(box[2:], boxes[:, 2:])
     wh = np.clip(rb - lt, 0, None)

@@ -12,19 +12,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import nms
 
+from .matcher import batched_box_iou
 from .registry import POSTPROCESSORS
-
-
-def box_iou_one(box: Tensor, boxes: Tensor) -> Tensor:
-    """IoU of one xyxy box [4] with boxes [M, 4] -> [M] (MediaPipe: 0 when either box is empty)."""
-    lt = torch.maximum(box[:2], boxes[:, :2])
-    rb = torch.minimum(box[2:], boxes[:, 2:])
-    wh = (rb - lt).clamp_min(0)
-    inter = wh[:, 0] * wh[:, 1]
-    area = (box[2] - box[0]).clamp_min(0) * (box[3] - box[1]).clamp_min(0)
-    areas = (boxes[:, 2] - boxes[:, 0]).clamp_min(0) * (boxes[:, 3] - boxes[:, 1]).clamp_min(0)
-    union = area + areas - inter
-    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
 
 
 class _Postprocessor:
@@ -98,7 +87,7 @@ class WeightedBlending(_Postprocessor):
         remaining = torch.arange(len(scores), device=scores.device)
         while len(remaining) and (limit is None or len(out_scores) < limit):
             top = remaining[0]
-            overlap = box_iou_one(boxes[top], boxes[remaining]) > self.iou_thr
+            overlap = batched_box_iou(boxes[top][None], boxes[remaining])[0] > self.iou_thr
             overlap[0] = True  # the top box always belongs to its own cluster (even if empty)
             cluster = remaining[overlap]
             w = scores[cluster]
