@@ -40,3 +40,25 @@ def test_ema_state_roundtrip():
     b = ModelEMA(nn.Linear(2, 2), decay=0.5, tau=0)
     b.load_state_dict(a.state_dict())
     assert b.updates == 1 and torch.equal(b.module.weight, a.module.weight)
+
+
+def test_ema_keeps_tracking_over_steps_and_in_place_loads():
+    model = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = ModelEMA(model, decay=0.5, tau=0)
+    expected = torch.zeros(2, 2)
+    for value in (4.0, 8.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        ema.update(model)
+        expected = 0.5 * expected + 0.5 * value
+    model.load_state_dict({"weight": torch.full((2, 2), 16.0)})  # copies in place: still the same tensors
+    ema.update(model)
+    expected = 0.5 * expected + 8.0
+    assert torch.equal(ema.module.weight, expected)  # 0 -> 2 -> 5 -> 10.5
+    other = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        other.weight.fill_(0.0)
+    ema.update(other)  # another model: its own tensors are picked up
+    assert torch.equal(ema.module.weight, expected * 0.5)

@@ -94,6 +94,7 @@ class Evaluator:
             raise ConfigError(f"eval: unknown option(s) {sorted(unknown)}; accepted: {', '.join(DEFAULT_EVAL)}")
         self.opts = {**DEFAULT_EVAL, **(cfg.get("eval") or {})}
         self.wider_results: Dict[str, WiderResult] = {}
+        self._predict_kwargs: Optional[Dict[str, Any]] = None
 
     # -- settings --------------------------------------------------------------------------------
     def _input_size(self, image: np.ndarray) -> Optional[Tuple[int, int]]:
@@ -147,8 +148,11 @@ class Evaluator:
 
         import torch
 
-        params = inspect.signature(self.detector.predict).parameters
-        kwargs = {k: self.opts[k] for k in ("score_thr", "max_det") if k in params and self.opts[k] is not None}
+        if self._predict_kwargs is None:  # once per evaluation, not per batch
+            params = inspect.signature(self.detector.predict).parameters
+            self._predict_kwargs = {k: self.opts[k] for k in ("score_thr", "max_det")
+                                    if k in params and self.opts[k] is not None}
+        kwargs = self._predict_kwargs
         sizes = [self._input_size(im) for im in images]
         outs: List[Optional[Dict[str, np.ndarray]]] = [None] * len(images)
         with torch.no_grad():

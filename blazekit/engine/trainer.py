@@ -523,18 +523,11 @@ class Trainer:
             from .evaluator import evaluate
 
             net = self.ema.module if self.ema is not None else unwrap(self.model)
-            was_training = net.training
-            net.eval()
             n_vis = int(self.tcfg["val_vis"] or 0)
             vis_dir = self.work_dir / "vis" / f"epoch_{self.epoch:03d}" if n_vis > 0 else None
-            with torch.no_grad():
-                res = evaluate(net, self.cfg, split="val", progress=bool(self.tcfg["progress_bar"]),
-                               vis_dir=vis_dir, num_vis=n_vis)
-                metrics = {k: float(v) for k, v in res.items()
-                           if isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)}
-            net.train(was_training)
-            if self.ema is not None:
-                net.eval()
+            # the evaluator sets eval mode / no_grad and restores the model's mode itself
+            metrics = _floats(evaluate(net, self.cfg, split="val", progress=bool(self.tcfg["progress_bar"]),
+                                       vis_dir=vis_dir, num_vis=n_vis))
         metrics = dist_utils.broadcast_object(metrics)
         key = self.tcfg["val_metric"]
         if key not in metrics:
