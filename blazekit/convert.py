@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .registry import ANCHOR_GENERATORS, BACKBONES, HEADS
+from .registry import DETECTORS
 
 PathLike = Union[str, os.PathLike]
 
@@ -242,25 +242,12 @@ def read_hollance(path: PathLike) -> SourceModel:
 
 
 # ----------------------------------------------------------------------------- mapping
-class _Target(nn.Module):
-    """Backbone + head as the detector holds them, so state-dict keys are ``backbone.*`` / ``head.*``."""
-
-    def __init__(self, model_cfg: Mapping[str, Any]) -> None:
-        super().__init__()
-        for key in ("backbone", "head", "anchors"):
-            if key not in model_cfg:
-                raise ConversionError(f"model config has no {key!r} section (keys: {sorted(model_cfg)})")
-        self.backbone = BACKBONES.build(model_cfg["backbone"], where="model.backbone")
-        anchors = ANCHOR_GENERATORS.build(model_cfg["anchors"], where="model.anchors")
-        size = model_cfg.get("input_size", [128, 128])
-        self.head = HEADS.build(model_cfg["head"], where="model.head", in_channels=list(self.backbone.out_channels),
-                                num_anchors=anchors.num_anchors_per_level(size),
-                                num_keypoints=int(model_cfg.get("num_keypoints", 6)))
-
-
 def build_target(model_cfg: Mapping[str, Any]) -> nn.Module:
-    """An ``nn.Module`` with ``.backbone`` and ``.head`` built from a model config section."""
-    return _Target(model_cfg)
+    """The detector a model config section describes (head sized by the detector itself; ``init`` not loaded)."""
+    for key in ("backbone", "head", "anchors"):
+        if key not in model_cfg:
+            raise ConversionError(f"model config has no {key!r} section (keys: {sorted(model_cfg)})")
+    return DETECTORS.build({"type": "BlazeFace", **model_cfg}, where="model")
 
 
 def _units(backbone: nn.Module) -> List[Tuple[str, nn.Module]]:

@@ -242,10 +242,10 @@ def load_pretrained(model: nn.Module, init: str, log: Any = None) -> Dict[str, L
     other keypoints) is fine-tuned from the tensors that still fit instead of failing, and the report
     (``loaded`` / ``missing`` / ``unexpected`` / ``shape_mismatch``) is logged so nothing is silent.
     """
-    from ..models.detector import resolve_weights_path
+    from ..weights import resolve_weights
 
     try:
-        path = resolve_weights_path(init)
+        path = resolve_weights(init)
     except FileNotFoundError as exc:
         raise TrainingError(f"model.init: {exc}") from None
     ckpt = load_checkpoint(path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -188,8 +187,7 @@ class BlazeFace(nn.Module):
         gt_boxes = torch.gather(b_pad, 1, idx[..., None].expand(-1, -1, 4))
         gt_kpts = torch.gather(kp_pad, 1, idx[..., None, None].expand(-1, -1, k, 2))
         gt_vis = torch.gather(vis_pad, 1, idx[..., None].expand(-1, -1, k))
-        ref = priors if getattr(self.coder, "uses_priors", False) else anchors
-        encoded = self.coder.encode(gt_boxes, gt_kpts, ref, input_size=size)
+        encoded = self.coder.encode(gt_boxes, gt_kpts, self.coding_anchors(size), input_size=size)
         scale = self.coder.loss_scale(anchors, priors, input_size=size)
         return self.loss(logits, regressors, matches, encoded, gt_vis, scale)
 
@@ -286,20 +284,11 @@ def _model_section(cfg: Union[str, os.PathLike, Mapping[str, Any]]) -> Dict[str,
     raise ValueError(f"build_detector: the config has no 'model' section (keys: {sorted(cfg)})")
 
 
-def resolve_weights_path(weights: Union[str, os.PathLike]) -> Path:
-    """A NAMED_WEIGHTS name (``mediapipe_short_range``) or a checkpoint path -> existing file.
-
-    One rule for every caller (:func:`blazekit.weights.resolve_weights`): a typo'd name is answered
-    with the closest named weights.
-    """
-    from ..weights import resolve_weights
-
-    return Path(resolve_weights(weights))
-
-
 def load_weights(model: BlazeFace, weights: Union[str, os.PathLike], strict: bool = True) -> Dict[str, List[Any]]:
     """Load a checkpoint / named weights into ``model`` after checking the architecture matches."""
-    path = resolve_weights_path(weights)
+    from ..weights import resolve_weights
+
+    path = resolve_weights(weights)
     ckpt = load_checkpoint(path)
     check_compatible(ckpt.get("model_cfg"), model.cfg, source=f"weights {os.fspath(weights)!r} ({path})")
     return load_model_weights(model, ckpt, strict=strict, source=f"weights {os.fspath(weights)!r} ({path})")
@@ -324,4 +313,4 @@ def build_detector(config_path_or_dict: Union[str, os.PathLike, Mapping[str, Any
     return model.to(device)
 
 
-__all__ = ["BlazeFace", "build_detector", "load_weights", "resolve_weights_path", "CheckpointError"]
+__all__ = ["BlazeFace", "build_detector", "load_weights", "CheckpointError"]
