@@ -58,19 +58,6 @@ SHARED = Path(os.environ.get("BLAZEKIT_SHARED", ROOT.parent / "shared"))  # as t
 TFLITE_CANDIDATES = [SHARED / "weights" / "mediapipe" / "face_detection_short_range.tflite"]
 
 
-def timeit(fn: Callable[[], object], repeats: int, warmup: int = 3) -> Tuple[float, float]:
-    """(median, p90) wall time in ms."""
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    ts.sort()
-    return statistics.median(ts), ts[min(len(ts) - 1, int(round(0.9 * (len(ts) - 1))))]
-
-
 def time_paths(fns: Sequence[Callable[[], object]], repeats: int, per_round: int = 10,
                warmup: int = 3) -> List[Tuple[float, float]]:
     """(median, p90) ms of each function, timed round-robin in rounds of ``per_round`` calls per function.
@@ -141,8 +128,11 @@ class LiteRT:
     ``[1, B*A, C]`` ordered level by level; :meth:`raw` restores ``[B, A, C]``.
     """
 
-    def __init__(self, path: Path, threads: int, level_anchors: Sequence[int]) -> None:
+    def __init__(self, path: Path, threads: int, det) -> None:
         from ai_edge_litert.interpreter import Interpreter
+
+        gen, size = det.anchor_generator, det.input_size
+        level_anchors = [n * h * w for n, (h, w) in zip(gen.num_anchors_per_level(size), gen.grid_sizes(size))]
 
         self.it = Interpreter(model_path=str(path), num_threads=threads)
         self.inp = self.it.get_input_details()[0]["index"]
@@ -200,16 +190,9 @@ def solo_main(path: str, threads: int, repeats: int, onnx_path: str, tflite: str
     torch.set_num_threads(threads)
     det = build_detector(CONFIG, weights="mediapipe_short_range").eval()
     frame = cv2.resize(load_image(image), (640, 480), interpolation=cv2.INTER_LINEAR)
-    levels = det.anchor_generator.num_anchors_per_level(det.input_size)
-    levels = [n * h * w for n, (h, w) in zip(levels, det.anchor_generator.grid_sizes(det.input_size))]
-    if path == "onnxruntime lean":
-        session = onnx_session(onnx_path, threads)
-        fast = FastDetector(lambda x: session.run(None, {"images": x}), preprocessor_for(det),
-                            LeanPostprocessor.from_detector(det))
-        fn: Callable[[], object] = lambda: fast.predict([frame])
-    else:
-        lean = lean_litert(LiteRT(Path(tflite), threads, levels), det)
-        fn = lambda: lean.predict([frame])
+    fast = (FastDetector.from_onnx(det, onnx_path, threads) if path == "onnxruntime lean"
+            else lean_litert(LiteRT(Path(tflite), threads, det), det))
+    fn: Callable[[], object] = lambda: fast.predict([frame])
     med, p90 = time_paths([fn], repeats, per_round=repeats, warmup=50)[0]
     print(json.dumps({"median": med, "p90": p90}))
     return 0
@@ -248,11 +231,11 @@ def main(argv=None) -> int:
     size = det.input_size
     frame = cv2.resize(load_image(args.image), (640, 480), interpolation=cv2.INTER_LINEAR)
     tflite = find_tflite(args.tflite)
-    levels = det.anchor_generator.num_anchors_per_level(size)
-    levels = [n * h * w for n, (h, w) in zip(levels, det.anchor_generator.grid_sizes(size))]
     tmp = Path(tempfile.mkdtemp(prefix="blazekit_bench_"))
     raw_onnx = export_onnx(det, tmp / "raw.onnx")
     pp_onnx = export_onnx(det, tmp / "pp.onnx", with_postprocess=True)
+    # the same export with MediaPipe's own channel widths: what channel alignment buys, in the same run
+    plain_onnx = export_onnx(det, tmp / "plain.onnx", channel_multiple=1)
     fused = fuse_bn(det).to(memory_format=torch.channels_last)
 
     print(f"blazekit latency: front model {size[0]}x{size[1]}, 640x480 uint8 RGB frame, torch {torch.__version__}, "
@@ -263,11 +246,11 @@ def main(argv=None) -> int:
     for threads in args.threads:
         torch.set_num_threads(threads)
         ort_raw = onnx_session(raw_onnx, threads)
-        lite = LiteRT(tflite, threads, levels)
-        lite_lean = lean_litert(LiteRT(tflite, threads, levels), det)
-        ort_lean = FastDetector.from_detector(det, tmp / f"lean{threads}.onnx", threads=threads, micro_batch=1)
-        # the same export with MediaPipe's own channel widths: what channel alignment buys, in the same run
-        plain_raw = onnx_session(export_onnx(det, tmp / f"plain{threads}.onnx", channel_multiple=1), threads)
+        lite = LiteRT(tflite, threads, det)
+        lite_lean = lean_litert(LiteRT(tflite, threads, det), det)
+        ort_lean = FastDetector.from_onnx(det, raw_onnx, threads=threads, micro_batch=1)
+        plain_raw = onnx_session(plain_onnx, threads)
+        ort_det = OnnxDetector(pp_onnx, size, threads=threads, micro_batch=1)
         for batch in (1, 64):
             reps = args.repeats if batch == 1 else max(5, args.repeats // 20)
             imgs = [frame] * batch
@@ -275,7 +258,6 @@ def main(argv=None) -> int:
             xt = torch.from_numpy(x)
             xcl = xt.contiguous(memory_format=torch.channels_last)
             x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-            ort_det = OnnxDetector(pp_onnx, size, threads=threads, micro_batch=1)
 
             def eager_raw():
                 with torch.no_grad():
@@ -315,18 +297,21 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 reg, cls = det.raw(xt)
                 boxes, kpts, scores = det.decode(reg, cls)
+            pre_t, decode_t, blend_t = (m for m, _ in time_paths(
+                [lambda: preprocess(imgs, size), lambda: det.decode(reg, cls),
+                 lambda: [det.postprocess(boxes[i], scores[i], kpts[i]) for i in range(batch)]],
+                reps, per_round=10 if batch == 1 else 1, warmup=1))
             splits[(threads, batch)] = {
-                "pre-process (letterbox+normalise)": timeit(lambda: preprocess(imgs, size), reps, 1)[0],
+                "pre-process (letterbox+normalise)": pre_t,
                 "model (det.raw)": next(r[4] for r in rows[::-1] if r[1] == "torch eager" and r[2] == "model"),
-                "decode": timeit(lambda: det.decode(reg, cls), reps, 1)[0],
-                "weighted blending (per image)": timeit(
-                    lambda: [det.postprocess(boxes[i], scores[i], kpts[i]) for i in range(batch)], reps, 1)[0],
+                "decode": decode_t,
+                "weighted blending (per image)": blend_t,
             }
         # where the lean onnxruntime time goes (per image, batch-1 calls, stages timed in sequence)
         lean_splits[threads] = pipeline_split(ort_lean, frame, args.repeats)
     # sanity: LiteRT batch 64 equals LiteRT batch 1 (the un-batching is right) and blazekit equals LiteRT
     x1, _ = preprocess([frame], size)
-    lite = LiteRT(tflite, 1, levels)
+    lite = LiteRT(tflite, 1, det)
     r1 = lite.raw(np.ascontiguousarray(x1.transpose(0, 2, 3, 1)))
     r64 = lite.raw(np.ascontiguousarray(np.repeat(x1, 4, 0).transpose(0, 2, 3, 1)))
     with torch.no_grad():

@@ -229,11 +229,22 @@ class FastDetector:
         ``input_size`` (H, W) runs the network at another size than ``detector.input_size`` (it is fully
         convolutional), like ``detector.predict(..., input_size=...)``.
         """
-        from .export import export_onnx, onnx_session
+        from .export import export_onnx
 
         size = tuple(int(s) for s in (input_size or detector.input_size))
-        post = LeanPostprocessor.from_detector(detector, size)  # refuses unsupported coders before exporting
-        session = onnx_session(export_onnx(detector, onnx_path, input_size=size), threads)
+        LeanPostprocessor.from_detector(detector, size)  # refuses unsupported coders before exporting
+        return cls.from_onnx(detector, export_onnx(detector, onnx_path, input_size=size), threads,
+                             micro_batch=micro_batch, input_size=size)
+
+    @classmethod
+    def from_onnx(cls, detector: Any, onnx_path: Union[str, os.PathLike], threads: Optional[int] = None,
+                  micro_batch: int = 1, input_size: Optional[Sequence[int]] = None) -> "FastDetector":
+        """Run an existing raw ONNX export of ``detector`` (at ``input_size``) with lean pre/post."""
+        from .export import onnx_session
+
+        size = tuple(int(s) for s in (input_size or detector.input_size))
+        post = LeanPostprocessor.from_detector(detector, size)
+        session = onnx_session(onnx_path, threads)
         name = session.get_inputs()[0].name
 
         def run(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

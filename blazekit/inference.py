@@ -388,7 +388,8 @@ def _predict_video(detector: Any, src: Source, out: Path, stem: str, batch_size:
                 summary.detections += len(_np(det["boxes"]).reshape(-1, 4))
                 if writer is not None:
                     writer.write(cv2.cvtColor(draw(frame, det), cv2.COLOR_RGB2BGR))
-                frames_json.append({"frame": index, "detections": detections_to_json(det)})
+                if save_json:
+                    frames_json.append({"frame": index, "detections": detections_to_json(det)})
                 index += 1
             bar.update(len(batch))
         bar.close()
