@@ -223,3 +223,13 @@ def test_quickstart_config_learns_without_hurting_ap(tmp_path, monkeypatch):
     assert summary["last"]["nme"] != summary["before"]["nme"]  # and it does learn something
     assert summary["time_s"] < 120
     assert "coco/AP before training" in (tmp_path / "train.log").read_text()
+
+
+def test_train_loader_refuses_a_misspelt_key(tmp_path):
+    """The trainer's loader runs the same checks as build_dataloader (a typo used to be ignored silently)."""
+    cfg = yaml.safe_load(tiny_cfg(tmp_path).read_text())
+    cfg["data"]["train"]["batchsize"] = 4
+    p = tmp_path / "typo.yml"
+    p.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=r"data.train: unknown keys \['batchsize'\] \('batchsize': did you mean 'batch_size'\?\)"):
+        Trainer(str(p), work_dir=tmp_path / "t")

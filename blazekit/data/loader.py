@@ -7,7 +7,6 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
 
 from .collate import collate
 from .transforms import Compose
@@ -61,8 +60,32 @@ def split_transforms(split_cfg: Mapping[str, Any], model_cfg: Optional[Mapping[s
                             where="transforms")
 
 
+def check_split_cfg(split_cfg: Any, where: str = "data split") -> None:
+    """A ``data.<split>`` section has a ``dataset`` and only keys a loader reads (a typo is an error)."""
+    from ..config import ConfigError
+    from ..registry import close_matches
+
+    if not isinstance(split_cfg, Mapping) or "dataset" not in split_cfg:
+        raise ConfigError(f"{where} config needs a 'dataset' entry, got {split_cfg!r}")
+    unknown = sorted(set(split_cfg) - LOADER_KEYS)
+    if unknown:
+        hints = "".join(f" ({k!r}: did you mean {m[0]!r}?)" for k in unknown
+                        for m in [close_matches(k, sorted(LOADER_KEYS))] if m)
+        raise ConfigError(f"{where}: unknown keys {unknown}{hints}; accepted: {sorted(LOADER_KEYS)}")
+
+
+def check_dataset_keypoints(dataset: Any, model_cfg: Mapping[str, Any], where: str = "data split") -> None:
+    """The dataset's keypoint count equals ``model.num_keypoints`` (else the loss would misread them)."""
+    from ..config import ConfigError
+
+    dataset_k = getattr(dataset, "num_keypoints", None)
+    if dataset_k is not None and "num_keypoints" in model_cfg and dataset_k != model_cfg["num_keypoints"]:
+        raise ConfigError(f"{where}: the dataset gives {dataset_k} keypoints but model.num_keypoints is "
+                          f"{model_cfg['num_keypoints']}")
+
+
 def build_dataloader(split_cfg: Mapping[str, Any], model_cfg: Optional[Mapping[str, Any]] = None, seed: int = 0,
-                     distributed: bool = False, train: bool = True) -> DataLoader:
+                     train: bool = True) -> DataLoader:
     """DataLoader for one ``data.<split>`` section (see docs/architecture.md, "Data config and builders").
 
     Input size, normalisation, pad value and K come from ``model_cfg`` (``input_size``, ``preprocess``,
@@ -72,30 +95,23 @@ def build_dataloader(split_cfg: Mapping[str, Any], model_cfg: Optional[Mapping[s
     """
     from . import build_dataset
 
-    if not isinstance(split_cfg, Mapping) or "dataset" not in split_cfg:
-        raise ValueError(f"data split config needs a 'dataset' entry, got {split_cfg!r}")
-    unknown = set(split_cfg) - LOADER_KEYS
-    if unknown:
-        raise ValueError(f"data split config: unknown keys {sorted(unknown)}; accepted: {sorted(LOADER_KEYS)}")
+    check_split_cfg(split_cfg)
     model_cfg = model_cfg or {}
     transforms = split_transforms(split_cfg, model_cfg)
     dataset = build_dataset(split_cfg["dataset"], transforms=transforms)
-    dataset_k = getattr(dataset, "num_keypoints", None)
-    if dataset_k is not None and "num_keypoints" in model_cfg and dataset_k != model_cfg["num_keypoints"]:
-        raise ValueError(f"dataset gives {dataset_k} keypoints but model.num_keypoints is {model_cfg['num_keypoints']}")
+    check_dataset_keypoints(dataset, model_cfg)
     seed_transforms(dataset, seed)  # the stream used when num_workers == 0
     workers = int(split_cfg.get("num_workers", 0))
     shuffle = bool(split_cfg.get("shuffle", train))
     generator = torch.Generator()
     generator.manual_seed(seed)
-    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if distributed else None
     kwargs = {}
     if workers > 0:
         kwargs["persistent_workers"] = bool(split_cfg.get("persistent_workers", True))
         if split_cfg.get("prefetch_factor") is not None:
             kwargs["prefetch_factor"] = int(split_cfg["prefetch_factor"])
-    return DataLoader(dataset, batch_size=int(split_cfg.get("batch_size", 32)), shuffle=shuffle and sampler is None,
-                      sampler=sampler, num_workers=workers, collate_fn=collate,
+    return DataLoader(dataset, batch_size=int(split_cfg.get("batch_size", 32)), shuffle=shuffle,
+                      num_workers=workers, collate_fn=collate,
                       pin_memory=bool(split_cfg.get("pin_memory", torch.cuda.is_available())),
                       drop_last=bool(split_cfg.get("drop_last", False)), worker_init_fn=worker_init,
                       generator=generator, **kwargs)

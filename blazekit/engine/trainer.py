@@ -394,17 +394,16 @@ class Trainer:
         return model.to(self.device).train()
 
     def _build_train_loader(self) -> Tuple[DataLoader, EpochSampler]:
-        from ..data import build_dataset, build_transforms, collate
+        from ..data import build_dataset, collate
+        from ..data.loader import check_dataset_keypoints, check_split_cfg, split_transforms
 
         data_cfg = (self.cfg.get("data") or {}).get("train")
         if not data_cfg:
             raise config_lib.ConfigError("data.train is missing: the trainer needs a training set")
-        m = self.cfg["model"]
-        pre = m.get("preprocess") or {}
-        transforms = build_transforms(data_cfg.get("transforms", [{"type": "Letterbox"}, {"type": "Normalize"}]),
-                                      input_size=m["input_size"], normalize=pre.get("normalize", "minus_one_one"),
-                                      num_keypoints=m.get("num_keypoints", 6), pad_value=pre.get("pad_value", 0))
-        dataset = build_dataset(expand_env(copy.deepcopy(data_cfg["dataset"])), transforms=transforms)
+        check_split_cfg(data_cfg, "data.train")
+        transforms = split_transforms(data_cfg, self.cfg["model"])
+        dataset = build_dataset(copy.deepcopy(data_cfg["dataset"]), transforms=transforms)
+        check_dataset_keypoints(dataset, self.cfg["model"], "data.train")
         self.batch_size = int(data_cfg.get("batch_size", 32))
         sampler = EpochSampler(len(dataset), shuffle=bool(data_cfg.get("shuffle", True)), seed=self.seed,
                                rank=self.rank, world_size=self.world_size)
@@ -412,7 +411,10 @@ class Trainer:
         workers = int(data_cfg.get("num_workers", 2))
         loader = DataLoader(SeededDataset(dataset, self.seed, transforms), batch_size=self.batch_size,
                             sampler=sampler, num_workers=workers, collate_fn=collate, drop_last=drop_last,
-                            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+                            pin_memory=bool(data_cfg.get("pin_memory", self.device.type == "cuda")),
+                            persistent_workers=bool(data_cfg.get("persistent_workers", workers > 0)) and workers > 0,
+                            **({"prefetch_factor": int(data_cfg["prefetch_factor"])}
+                               if workers > 0 and data_cfg.get("prefetch_factor") is not None else {}))
         return loader, sampler
 
     def _amp_dtype(self) -> Optional[torch.dtype]:
