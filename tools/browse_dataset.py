@@ -10,20 +10,16 @@ import sys
 from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a source checkout
+
+from blazekit.engine.cli import user_errors  # noqa: E402
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from blazekit import config  # noqa: E402
 from blazekit.data.visualize import browse  # noqa: E402
 
 
+@user_errors
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The tool; a config or data problem ends in one 'error: ...' line and exit code 2 (shared tool convention)."""
-    from blazekit.engine.cli import run_tool
-
-    return run_tool(_main, argv)
-
-
-def _main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config with a data: section")
     p.add_argument("--split", default="train", help="data split to show (train, val, test)")

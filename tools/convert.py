@@ -16,18 +16,14 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
+from blazekit.engine.cli import user_errors  # noqa: E402
+
 from blazekit import config as config_lib  # noqa: E402
 from blazekit.convert import save_converted  # noqa: E402
 
 
+@user_errors
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The tool; an unreadable or mismatched source ends in one 'error: ...' line and exit code 2."""
-    from blazekit.engine.cli import run_tool
-
-    return run_tool(_main, argv)
-
-
-def _main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", help="MediaPipe .tflite or hollance .pth")
     p.add_argument("out", help="output checkpoint (.pt)")

@@ -16,10 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-try:
-    import blazekit  # noqa: F401
-except ImportError:  # running from a source checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
+
+from blazekit.engine.cli import user_errors  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,14 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@user_errors
 def main(argv=None) -> int:
-    """The tool; a bad config, weight file or input ends in one 'error: ...' line and exit code 2."""
-    from blazekit.engine.cli import run_tool
-
-    return run_tool(_main, argv)
-
-
-def _main(argv=None) -> int:
     args = parse_args(argv)
     from blazekit.evaluation.plots import plot_pr_curves
     from blazekit.evaluation.wider import evaluate_wider, load_wider_gt, read_predictions

@@ -5,6 +5,7 @@ that only buries the message. ``BLAZEKIT_DEBUG=1`` re-raises, for when the trace
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Callable, Optional, Sequence, Tuple, Type
@@ -38,3 +39,13 @@ def run_tool(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequ
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError's str() adds quotes
         print(f"error: {msg}", file=sys.stderr)
         return USER_ERROR_EXIT
+
+
+def user_errors(main: Callable[[Optional[Sequence[str]]], int]) -> Callable[[Optional[Sequence[str]]], int]:
+    """Decorator for a tool's ``main(argv)``: :func:`run_tool` around it (one ``error:`` line, exit code 2)."""
+
+    @functools.wraps(main)
+    def wrapped(argv: Optional[Sequence[str]] = None) -> int:
+        return run_tool(main, argv)
+
+    return wrapped
