@@ -113,13 +113,14 @@ def load(path: PathLike, overrides: Iterable[str] = (), imports: Iterable[str] =
     ``imports`` (from ``--import``) and the config's ``imports:`` list are imported before returning,
     so every ``type:`` they register can be built. The result records its source in ``_source_``.
     """
-    cfg = _strip_replace(_load_with_bases(_resolve_path(path), stack=()))
+    source = _resolve_path(path)
+    cfg = _strip_replace(_load_with_bases(source, stack=()))
     cfg = apply_overrides(cfg, overrides)
     extra = [m for m in imports if m not in cfg.get("imports", [])]
     if extra:
         cfg["imports"] = list(cfg.get("imports", [])) + extra
     import_modules(cfg.get("imports", []))
-    cfg["_source_"] = str(_resolve_path(path))
+    cfg["_source_"] = str(source)
     return cfg
 
 

@@ -52,11 +52,8 @@ def import_modules(modules: Iterable[str]) -> None:
 
 
 def _locate(path: str) -> Any:
-    """Resolve ``"pkg.module:Attr"`` (or ``pkg.module.Attr``) to the object."""
-    if ":" in path:
-        mod_name, attr = path.split(":", 1)
-    else:
-        mod_name, _, attr = path.rpartition(".")
+    """Resolve ``"pkg.module:Attr"`` to the object (names without a colon are registry names)."""
+    mod_name, attr = path.split(":", 1)
     try:
         obj: Any = importlib.import_module(mod_name)
     except ImportError as exc:

@@ -29,10 +29,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
 
 
-def is_main_process() -> bool:
-    return get_rank() == 0
-
-
 def init_distributed(device: Optional[str] = None, timeout_minutes: float = 30.0) -> torch.device:
     """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); return this rank's device.
 
@@ -58,11 +54,6 @@ def init_distributed(device: Optional[str] = None, timeout_minutes: float = 30.0
 def cleanup() -> None:
     if is_dist():
         dist.destroy_process_group()
-
-
-def barrier() -> None:
-    if is_dist():
-        dist.barrier()
 
 
 def all_reduce_mean(values: Dict[str, float], device: torch.device) -> Dict[str, float]:

@@ -332,7 +332,6 @@ class Trainer:
         self.best_epoch: Optional[int] = None
         self.nonfinite_in_row = 0
         self.history: List[Dict[str, Any]] = []
-        self.resumed_from: Optional[Path] = None
         if resume:
             self._resume(resume)
         if self.is_main:
@@ -473,7 +472,6 @@ class Trainer:
         if st.get("world_size", 1) != self.world_size:
             self.logger.warning("resuming a run of world size %s with %s processes: the data order changes from "
                                 "here on", st.get("world_size"), self.world_size)
-        self.resumed_from = path
         self.logger.truncate_after(self.global_step)
         self.logger.info("resumed from %s at epoch %d, iteration %d/%d (global step %d)", path, self.epoch,
                          self.iter_in_epoch, self.iters_per_epoch, self.global_step)
