@@ -9,11 +9,10 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from ...inference import IMAGE_EXTS, VIDEO_EXTS
 from ...registry import DATASETS
 from .base import DataError, PathLike, read_image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
 @DATASETS.register()
@@ -32,7 +31,7 @@ class ImageFolder(Dataset):
         self.video_stride = max(1, int(video_stride))
         if not self.root.exists():
             raise DataError(f"ImageFolder: {self.root} does not exist")
-        exts = IMAGE_EXTENSIONS + (VIDEO_EXTENSIONS if videos else ())
+        exts = IMAGE_EXTS | (VIDEO_EXTS if videos else frozenset())  # the predict tool's lists
         if self.root.is_file():
             files = [self.root]
         else:
@@ -40,7 +39,7 @@ class ImageFolder(Dataset):
                            if p.suffix.lower() in exts)
         self.items: List[Tuple[Path, int]] = []  # (file, frame index or -1 for a still image)
         for f in files:
-            if f.suffix.lower() in VIDEO_EXTENSIONS:
+            if f.suffix.lower() in VIDEO_EXTS:
                 cap = cv2.VideoCapture(str(f))
                 n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
                 cap.release()

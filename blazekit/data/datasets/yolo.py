@@ -14,10 +14,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import yaml
 
+from ...inference import IMAGE_EXTS
 from ...registry import DATASETS
 from .base import DataError, FaceDataset, FaceRecord, PathLike, image_size, select_labels
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLIT_ALIASES = {"valid": "val", "validation": "val"}
 
 
@@ -80,7 +80,7 @@ class YoloFaces(FaceDataset):
         for entry in entries:
             p = self._resolve(data, str(entry))
             if p.is_dir():
-                files += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS)
+                files += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS)
             elif p.is_file() and p.suffix == ".txt":
                 for line in p.read_text(encoding="utf-8").splitlines():
                     if line.strip():
