@@ -583,7 +583,8 @@ class Trainer:
             with amp_ctx:
                 losses = self.train_model(images, targets)
             loss = losses["loss"]
-            finite = dist_utils.all_true(bool(torch.isfinite(loss).item()), self.device)
+            values = _floats(losses)  # one device sync for every loss term, before backward
+            finite = dist_utils.all_true(math.isfinite(values["loss"]), self.device)
             self.optimizer.zero_grad(set_to_none=True)
             grad_norm = None
             if finite:
@@ -617,7 +618,7 @@ class Trainer:
             self.nonfinite_in_row += 1
             self.optimizer.zero_grad(set_to_none=True)
             self.logger.warning("non-finite loss/gradient at epoch %d iteration %d (%s); step skipped (%d in a row, "
-                                "limit %d)", self.epoch, self.iter_in_epoch, _fmt(_floats(losses)),
+                                "limit %d)", self.epoch, self.iter_in_epoch, _fmt(values),
                                 self.nonfinite_in_row, self.tcfg["max_nonfinite_steps"])
             if self.nonfinite_in_row >= int(self.tcfg["max_nonfinite_steps"]):
                 raise TrainingError(
@@ -625,10 +626,9 @@ class Trainer:
                     "train.clip_grad_norm, or check the data (boxes outside the image, empty boxes).")
             return None
         self.nonfinite_in_row = 0
-        out = _floats(losses)
         if grad_norm is not None:
-            out["grad_norm"] = grad_norm
-        return out
+            values["grad_norm"] = grad_norm
+        return values
 
     def fit(self) -> Dict[str, Any]:
         """Train to ``train.epochs``; returns a summary (best metric, last validation, work dir, time)."""
@@ -715,10 +715,14 @@ def _has_folded_bn(model: nn.Module) -> bool:
 
 
 def _floats(losses: Mapping[str, Any]) -> Dict[str, float]:
+    """The scalar entries as floats; the tensors are read in one transfer (one device sync, not one each)."""
+    tensors = {k: v for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
+    read = dict(zip(tensors, torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).tolist())
+                ) if tensors else {}
     out = {}
     for k, v in losses.items():
-        if torch.is_tensor(v) and v.numel() == 1:
-            out[k] = float(v.detach())
+        if k in read:
+            out[k] = read[k]
         elif isinstance(v, (int, float)):
             out[k] = float(v)
     return out
