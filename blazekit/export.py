@@ -197,23 +197,6 @@ def count_batchnorm(model: nn.Module) -> int:
 
 # --------------------------------------------------------------------------------- graph post-processing
 
-def _postprocess_settings(detector: nn.Module) -> Dict[str, Any]:
-    """score_thr / iou_thr / max_det / blending of the detector's own post-processor."""
-    pp = getattr(detector, "postprocess", None)
-    if pp is None:
-        raise ValueError("export with_postprocess: the detector has no 'postprocess' attribute")
-    name = type(pp).__name__
-    if name not in ("NMS", "WeightedBlending"):
-        raise ValueError(f"export with_postprocess supports the NMS and WeightedBlending post-processors, "
-                         f"not {name}; export raw outputs and post-process outside the graph")
-    missing = [k for k in ("score_thr", "iou_thr", "max_det") if not hasattr(pp, k)]
-    if missing:
-        raise ValueError(f"export with_postprocess: {name} has no attribute(s) {missing}")
-    return {"score_thr": float(pp.score_thr), "iou_thr": float(pp.iou_thr),
-            "max_det": int(pp.max_det) if pp.max_det is not None else 10 ** 6,
-            "blending": name == "WeightedBlending"}
-
-
 class RawModel(nn.Module):
     """``x [B,3,H,W] -> (regressors [B,A,4+2K], classificators [B,A,1])``: ``detector.raw`` as a plain module."""
 
@@ -320,7 +303,11 @@ def export_onnx(detector: nn.Module, path: PathLike, *, with_postprocess: bool =
         except (ValueError, RuntimeError) as exc:  # a layout it does not know: the plain widths are still right
             warnings.warn(f"export_onnx: channel alignment skipped ({exc}); exporting the original widths")
     if with_postprocess:
-        pp = _postprocess_settings(detector)
+        from .postprocess import postprocess_settings
+
+        own = postprocess_settings(detector, "export with_postprocess")
+        pp = {"score_thr": own["score_thr"], "iou_thr": own["iou_thr"], "blending": own["blending"],
+              "max_det": 10 ** 6 if own["max_det"] is None else own["max_det"]}
         pp.update({k: v for k, v in (("score_thr", score_thr), ("iou_thr", iou_thr), ("max_det", max_det))
                    if v is not None})
         wrapper: nn.Module = PostprocessedModel(model, size, **pp)

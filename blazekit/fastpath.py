@@ -115,17 +115,17 @@ class LeanPostprocessor:
 
     @classmethod
     def from_detector(cls, detector: Any, input_size: Optional[Sequence[int]] = None) -> "LeanPostprocessor":
-        coder, pp = detector.coder, detector.postprocess
+        from .postprocess import postprocess_settings
+
+        coder = detector.coder
         if type(coder).__name__ != "MediaPipeCoder" or getattr(coder, "uses_priors", False):
             raise ValueError(f"LeanPostprocessor supports MediaPipeCoder only, not {type(coder).__name__}; "
                              "use detector.predict")
-        if type(pp).__name__ not in ("WeightedBlending", "NMS"):
-            raise ValueError(f"LeanPostprocessor supports WeightedBlending and NMS, not {type(pp).__name__}; "
-                             "use detector.predict")
+        pp = postprocess_settings(detector, "LeanPostprocessor")
         size = tuple(int(s) for s in (input_size or detector.input_size))
         anchors = detector.coding_anchors(size).detach().cpu().numpy()
-        return cls(anchors, coder.scales(size), size, pp.score_thr, pp.iou_thr, pp.max_det,
-                   getattr(pp, "sigmoid_clip", None), blending=type(pp).__name__ == "WeightedBlending")
+        return cls(anchors, coder.scales(size), size, pp["score_thr"], pp["iou_thr"], pp["max_det"],
+                   pp["sigmoid_clip"], blending=pp["blending"])
 
     def _logit_threshold(self, thr: float) -> float:
         """Logit below which no score can reach ``thr`` (a margin covers float32 sigmoid rounding)."""

@@ -6,7 +6,7 @@ Input: one image's decoded ``boxes [A, 4]`` xyxy, ``scores [A]`` (probabilities)
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor
@@ -100,3 +100,16 @@ class WeightedBlending(_Postprocessor):
             return {"boxes": boxes[:0], "scores": scores[:0], "keypoints": keypoints[:0]}
         return {"boxes": torch.stack(out_boxes), "scores": torch.stack(out_scores),
                 "keypoints": torch.stack(out_kpts)}
+
+
+def postprocess_settings(detector: Any, who: str) -> Dict[str, Any]:
+    """``score_thr``, ``iou_thr``, ``max_det`` (None: no cap), ``sigmoid_clip`` and ``blending`` of the detector's
+    own post-processor, for code that re-implements it elsewhere (ONNX graph, numpy fast path); ``who`` names
+    that code in the error when the post-processor is neither :class:`NMS` nor :class:`WeightedBlending`."""
+    pp = getattr(detector, "postprocess", None)
+    if type(pp) not in (NMS, WeightedBlending):  # exactly: a subclass may suppress differently
+        raise ValueError(f"{who} supports the NMS and WeightedBlending post-processors, not "
+                         f"{type(pp).__name__}; use detector.predict")
+    return {"score_thr": float(pp.score_thr), "iou_thr": float(pp.iou_thr),
+            "max_det": None if pp.max_det is None else int(pp.max_det),
+            "sigmoid_clip": getattr(pp, "sigmoid_clip", None), "blending": type(pp) is WeightedBlending}

@@ -314,3 +314,19 @@ def test_onnx_detector_matches_predict_on_photos_and_takes_one_image(front, tmp_
     one = onnx_det.predict(images[0])  # a lone HxWx3 array is one image, as in predict
     assert len(one) == 1
     _assert_same_detections(one[0], want[0], "single image")
+
+
+def test_unsupported_postprocessor_is_refused_by_name(tmp_path):
+    """The ONNX graph and the numpy fast path re-implement NMS / WeightedBlending only; anything else is refused."""
+    from blazekit.fastpath import LeanPostprocessor
+    from blazekit.postprocess import NMS
+
+    class MyNMS(NMS):  # a subclass may suppress differently: not silently treated as NMS
+        pass
+
+    det = build_detector(FRONT)
+    det.postprocess = MyNMS(score_thr=0.5, iou_thr=0.3)
+    with pytest.raises(ValueError, match="LeanPostprocessor supports the NMS and WeightedBlending .*not MyNMS"):
+        LeanPostprocessor.from_detector(det)
+    with pytest.raises(ValueError, match="export with_postprocess supports .*not MyNMS"):
+        export_onnx(det, tmp_path / "m.onnx", with_postprocess=True)
