@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from blazekit import anchors, coder, config, losses, matcher, postprocess  # noqa: F401  (registers parts)
-from blazekit.engine.checkpoint import (CheckpointError, load_checkpoint, load_model_weights, model_checkpoint,
+from blazekit.checkpoint import (CheckpointError, load_checkpoint, load_model_weights, model_checkpoint,
                                         save_checkpoint)
 from blazekit.models import backbones, heads  # noqa: F401
 from blazekit.models.detector import BlazeFace, build_detector
@@ -265,7 +265,7 @@ def test_mediapipe_weights_find_the_face(shared):
 
 
 def test_architecture_check_and_unreadable_files(tmp_path):
-    from blazekit.engine.checkpoint import architecture_diff, check_compatible
+    from blazekit.checkpoint import architecture_diff, check_compatible
 
     # a key written on one side only is that class's default: not a difference
     check_compatible({"head": {"type": "SSDHead"}, "input_size": [128, 128]},

@@ -22,7 +22,7 @@ def user_error_types() -> Tuple[Type[BaseException], ...]:
     from ..evaluation.wider import WiderFormatError
     from ..inference import SourceError
     from ..registry import BuildError, RegistryError
-    from .checkpoint import CheckpointError
+    from ..checkpoint import CheckpointError
     from .trainer import TrainingError
 
     return (ConfigError, RegistryError, BuildError, DataError, CheckpointError, TrainingError, WiderFormatError,

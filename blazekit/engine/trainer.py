@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .. import config as config_lib
 from ..config import expand_env
 from . import distributed as dist_utils
-from .checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
+from ..checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
 from .ema import ModelEMA, unwrap
 from .logger import RunLogger
 from .optim import build_lr_scheduler, build_optimizer, freeze_parameters, frozen_norm_modules

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import config as config_lib
-from ..engine.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights
+from ..checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights
 from ..preprocess import letterbox, normalize
 from ..registry import (ANCHOR_GENERATORS, BACKBONES, BOX_CODERS, DETECTORS, HEADS, LOSSES, MATCHERS, NECKS,
                         POSTPROCESSORS)

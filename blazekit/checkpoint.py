@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from ..config import plain
+from .config import plain
 
 PathLike = Union[str, os.PathLike]
 
