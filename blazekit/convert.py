@@ -45,11 +45,16 @@ class SourceConv:
     stride: Optional[int] = None  # None: unknown (hollance state dicts do not store strides)
     depthwise: bool = False
     padding: Optional[str] = None  # "SAME" / "VALID" for tflite
+    pads: Optional[Tuple[int, int, int, int]] = None  # (left, right, top, bottom) of a PAD op feeding the conv
 
 
 @dataclass
 class SourceModel:
-    """Backbone convs in forward order and head convs per level: ``head[level] = {"cls": .., "reg": ..}``."""
+    """Body convs (backbone, then neck) in graph order and head convs per level.
+
+    ``head[level] = {"cls": .., "reg": ..}`` are the convs reading the feature; a head that refines
+    them (MediaPipe full range: a depthwise conv before depth-to-space) adds ``"cls_post"`` / ``"reg_post"``.
+    """
 
     backbone: List[SourceConv]
     head: List[Dict[str, SourceConv]]
@@ -73,6 +78,58 @@ def _op_name(model: Any, op: Any) -> str:
     builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
     names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
     return names.get(builtin, f"BUILTIN_{builtin}")
+
+
+def _densify(sparsity: Any, values: np.ndarray, shape: Tuple[int, ...], where: str) -> np.ndarray:
+    """TFLite sparse tensor (what a DENSIFY op expands) -> dense array.
+
+    Supports the layout MediaPipe's sparse models use: traversal order = dims, no block map, each
+    dimension DENSE or SPARSE_CSR (``array_segments`` / ``array_indices``).
+    """
+    import tflite
+
+    ndim = len(shape)
+    order = [int(v) for v in sparsity.TraversalOrderAsNumpy()] if sparsity.TraversalOrderLength() else []
+    if order != list(range(ndim)) or sparsity.BlockMapLength() > 0 or sparsity.DimMetadataLength() != ndim:
+        raise ConversionError(f"{where}: sparse weight layout (traversal order {order}, block map "
+                              f"{sparsity.BlockMapLength()} dims) is not supported; only per-dimension "
+                              "dense / CSR without blocks")
+    vec_types = {tflite.SparseIndexVector.Int32Vector: tflite.Int32Vector,
+                 tflite.SparseIndexVector.Uint16Vector: tflite.Uint16Vector,
+                 tflite.SparseIndexVector.Uint8Vector: tflite.Uint8Vector}
+
+    def vector(kind: int, table: Any) -> np.ndarray:
+        vec = vec_types[kind]()
+        vec.Init(table.Bytes, table.Pos)
+        return vec.ValuesAsNumpy().astype(np.int64)
+
+    dims = []
+    for d in range(ndim):
+        meta = sparsity.DimMetadata(d)
+        if meta.Format() == tflite.DimensionType.DENSE:
+            dims.append(("dense", int(meta.DenseSize()), None, None))
+        else:
+            dims.append(("csr", 0, vector(meta.ArraySegmentsType(), meta.ArraySegments()),
+                         vector(meta.ArrayIndicesType(), meta.ArrayIndices())))
+    dense = np.zeros(shape, dtype=values.dtype)
+    # Walk level by level: ``pos`` is the position within each level (the values' index at the last).
+    coords = np.zeros((1, 0), dtype=np.int64)
+    pos = np.zeros(1, dtype=np.int64)
+    for kind, size, segments, indices in dims:
+        if kind == "dense":
+            coords = np.concatenate([np.repeat(coords, size, axis=0),
+                                     np.tile(np.arange(size), len(pos))[:, None]], axis=1)
+            pos = (pos[:, None] * size + np.arange(size)[None, :]).reshape(-1)
+        else:
+            starts, ends = segments[pos], segments[pos + 1]
+            counts = ends - starts
+            new_pos = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if len(pos) else pos
+            coords = np.concatenate([np.repeat(coords, counts, axis=0), indices[new_pos][:, None]], axis=1)
+            pos = new_pos
+    if len(pos) != len(values):
+        raise ConversionError(f"{where}: sparse weight has {len(values)} values but its index describes {len(pos)}")
+    dense[tuple(coords.T)] = values[pos]
+    return dense
 
 
 def read_tflite(path: PathLike) -> SourceModel:
@@ -109,9 +166,9 @@ def read_tflite(path: PathLike) -> SourceModel:
     outputs = [int(t) for t in graph.OutputsAsNumpy()]
 
     def stored(i: int) -> int:
-        """The tensor holding the data: DEQUANTIZE outputs lead back to their fp16 input."""
-        if i in producer and kinds[producer[i]] == "DEQUANTIZE":
-            return int(ops[producer[i]].InputsAsNumpy()[0])
+        """The tensor holding the data: DEQUANTIZE / DENSIFY outputs lead back to their (sparse) fp16 input."""
+        while i in producer and kinds[producer[i]] in ("DEQUANTIZE", "DENSIFY"):
+            i = int(ops[producer[i]].InputsAsNumpy()[0])
         return i
 
     def const(i: int) -> np.ndarray:
@@ -127,26 +184,46 @@ def read_tflite(path: PathLike) -> SourceModel:
             raise ConversionError(f"{path}: tensor {tname(i)!r} has type {ttype}; only float16/float32 weights "
                                   "are supported (int8-quantized or sparse models are not)")
         shape = tuple(int(s) for s in t.ShapeAsNumpy())
-        return np.frombuffer(raw.tobytes(), dtype=dtypes[ttype]).astype(np.float32).reshape(shape)
+        values = np.frombuffer(raw.tobytes(), dtype=dtypes[ttype]).astype(np.float32)
+        if t.Sparsity() is not None:
+            return _densify(t.Sparsity(), values, shape, f"{path}: tensor {tname(i)!r}")
+        return values.reshape(shape)
 
     def reaches_output(tensor: int) -> Optional[int]:
-        """Graph output reached through shape-only ops (the head's reshape/concat), else None."""
+        """Graph output reached through head ops (reshape/concat, or full range's pad/depthwise/depth-to-space;
+        never an ADD or activation of the body), else None."""
         seen, todo = set(), [tensor]
         while todo:
             t = todo.pop()
             if t in outputs:
                 return t
             for k in consumers.get(t, []):
-                if kinds[k] in ("RESHAPE", "CONCATENATION", "SQUEEZE") and k not in seen:
+                if kinds[k] in _HEAD_OPS and k not in seen:
                     seen.add(k)
                     todo.extend(int(o) for o in ops[k].OutputsAsNumpy())
         return None
 
+    def explicit_pads(tensor: int) -> Optional[Tuple[int, int, int, int]]:
+        """(left, right, top, bottom) when ``tensor`` comes from a spatial zero PAD op, else None."""
+        if tensor not in producer or kinds[producer[tensor]] != "PAD":
+            return None
+        pad_op = ops[producer[tensor]]
+        amounts = const_int(int(pad_op.InputsAsNumpy()[1])).reshape(-1, 2)
+        if amounts.shape[0] != 4 or amounts[0].any() or amounts[3].any():
+            raise ConversionError(f"{path}: PAD {tname(tensor)!r} pads batch or channels ({amounts.tolist()}) "
+                                  "right before a conv")
+        return int(amounts[2, 0]), int(amounts[2, 1]), int(amounts[1, 0]), int(amounts[1, 1])
+
+    def const_int(i: int) -> np.ndarray:
+        t = graph.Tensors(i)
+        return np.frombuffer(model.Buffers(t.Buffer()).DataAsNumpy().tobytes(), dtype=np.int32)
+
     backbone: List[SourceConv] = []
-    head_raw: List[Tuple[int, str, SourceConv]] = []  # (producer of input, cls/reg, conv)
+    head_raw: List[Tuple[int, str, SourceConv]] = []  # (producer of input, cls/reg[_post], conv)
+    head_level: Dict[int, int] = {}  # head conv op -> the level key of its chain
     for k, (op, kind) in enumerate(zip(ops, kinds)):
         if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            if kind in ("FULLY_CONNECTED", "TRANSPOSE_CONV", "DENSIFY"):
+            if kind in ("FULLY_CONNECTED", "TRANSPOSE_CONV"):
                 raise ConversionError(f"{path}: op {k} {kind} is not part of a BlazeFace SSD graph")
             continue
         ins = [int(t) for t in op.InputsAsNumpy()]
@@ -170,16 +247,29 @@ def read_tflite(path: PathLike) -> SourceModel:
                                   f"{opts.StrideH()}x{opts.StrideW()}")
         padding = "SAME" if opts.Padding() == tflite.Padding.SAME else "VALID"
         conv = SourceConv(tname(stored(ins[1])), np.ascontiguousarray(w), b, int(opts.StrideH()),
-                          kind == "DEPTHWISE_CONV_2D", padding)
+                          kind == "DEPTHWISE_CONV_2D", padding, explicit_pads(ins[0]) if padding == "VALID" else None)
         out_t = reaches_output(int(op.OutputsAsNumpy()[0]))
         if out_t is None:
             backbone.append(conv)
         else:
             last_dim = int(graph.Tensors(out_t).ShapeAsNumpy()[-1])
-            head_raw.append((producer.get(ins[0], -1), "cls" if last_dim == 1 else "reg", conv))
+            role = "cls" if last_dim == 1 else "reg"
+            src_op = producer.get(ins[0], -1)
+            if src_op >= 0 and kinds[src_op] == "PAD":
+                src_op = producer.get(int(ops[src_op].InputsAsNumpy()[0]), -1)
+            if src_op in head_level:  # refines another head conv's output
+                head_level[k] = head_level[src_op]
+                head_raw.append((head_level[k], role + "_post", conv))
+            else:
+                head_level[k] = src_op
+                head_raw.append((src_op, role, conv))
     head = _group_head(head_raw, str(path))
     in_shape = graph.Tensors(int(graph.InputsAsNumpy()[0])).ShapeAsNumpy()
     return SourceModel(backbone, head, (int(in_shape[1]), int(in_shape[2])) if len(in_shape) == 4 else None)
+
+
+#: ops between a head conv and a graph output (MediaPipe full range: pad + depthwise conv + depth-to-space)
+_HEAD_OPS = ("RESHAPE", "CONCATENATION", "SQUEEZE", "PAD", "DEPTHWISE_CONV_2D", "DEPTH_TO_SPACE")
 
 
 def _group_head(items: List[Tuple[Any, str, SourceConv]], where: str) -> List[Dict[str, SourceConv]]:
@@ -192,7 +282,7 @@ def _group_head(items: List[Tuple[Any, str, SourceConv]], where: str) -> List[Di
         slot[role] = conv
     out = [levels[k] for k in sorted(levels)]
     for i, lv in enumerate(out):
-        if set(lv) != {"cls", "reg"}:
+        if not {"cls", "reg"} <= set(lv) <= {"cls", "reg", "cls_post", "reg_post"}:
             names = [c.name for c in lv.values()]
             raise ConversionError(f"{where}: head level {i} needs one classifier and one regressor conv, got {names}")
     return out
@@ -250,10 +340,47 @@ def build_target(model_cfg: Mapping[str, Any]) -> nn.Module:
     return DETECTORS.build({"type": "BlazeFace", **model_cfg}, where="model")
 
 
-def _units(backbone: nn.Module) -> List[Tuple[str, nn.Module]]:
+def _units(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """Conv+BN units of the backbone, then the neck, in registration (= source graph) order."""
     from .models.blocks import ConvBN
 
-    return [(n, m) for n, m in backbone.named_modules() if isinstance(m, ConvBN)]
+    out = []
+    for part in ("backbone", "neck"):
+        sub = getattr(model, part, None)
+        if sub is not None:
+            out += [(f"{part}.{n}", m) for n, m in sub.named_modules() if isinstance(m, ConvBN)]
+    return out
+
+
+def _target_pads(conv: nn.Conv2d, explicit: Optional[Tuple[int, int, int, int]]) -> Tuple[int, int, int, int]:
+    """(left, right, top, bottom) zero padding a target conv applies (``explicit``: a ConvBN's F.pad)."""
+    if explicit is not None:
+        return tuple(int(v) for v in explicit)  # type: ignore[return-value]
+    ph, pw = (int(v) for v in conv.padding)
+    return pw, pw, ph, ph
+
+
+def _source_pads(conv: SourceConv, kernel: int) -> Optional[Tuple[int, int, int, int]]:
+    """(left, right, top, bottom) padding of a tflite conv (SAME: TF's rule for inputs divisible by the
+    stride); None for hollance (not stored). Rows a stride-2 conv never reads are not counted."""
+    if conv.padding is None or conv.stride is None:
+        return None
+    if conv.padding == "SAME":
+        from .models.blocks import tf_same_padding
+
+        return tf_same_padding(kernel, conv.stride)
+    return conv.pads or (0, 0, 0, 0)
+
+
+def _pads_equivalent(src: Tuple[int, int, int, int], dst: Tuple[int, int, int, int], kernel: int,
+                     stride: int) -> bool:
+    """Same output on inputs divisible by the stride: equal leading pads and the same output size
+    (a trailing row that no window reaches does not count, e.g. Keras' pad 1 + VALID vs pad (1, 0))."""
+    def rows(lead: int, trail: int) -> int:
+        return (lead + trail - kernel) // stride
+
+    return (src[0] == dst[0] and src[2] == dst[2] and rows(src[0], src[1]) == rows(dst[0], dst[1])
+            and rows(src[2], src[3]) == rows(dst[2], dst[3]))
 
 
 def map_to_state_dict(src: SourceModel, model_cfg: Mapping[str, Any],
@@ -271,23 +398,32 @@ def map_to_state_dict(src: SourceModel, model_cfg: Mapping[str, Any],
         sd[key] = t
         filled.add(key)
 
-    units = _units(target.backbone)
-    if len(units) != len(src.backbone):
-        raise ConversionError(
-            f"{source_name}: {len(src.backbone)} backbone convs in the source but {len(units)} conv units in "
-            f"{type(target.backbone).__name__}; source: {[c.name for c in src.backbone]}; "
-            f"target: {['backbone.' + n for n, _ in units]}. Is the model config the right one (front/back)?")
-    for (name, unit), conv in zip(units, src.backbone):
-        key = f"backbone.{name}"
-        depthwise = unit.conv.groups == unit.conv.in_channels and unit.conv.groups > 1
+    def check_conv(conv: SourceConv, key: str, module: nn.Conv2d, explicit_pad: Any = None) -> None:
+        depthwise = module.groups == module.in_channels and module.groups > 1
         if depthwise != conv.depthwise and conv.weight.shape[2] > 1:
             raise ConversionError(f"{source_name}: source {conv.name!r} ({'depthwise' if conv.depthwise else 'dense'}) "
                                   f"maps to {key} ({'depthwise' if depthwise else 'dense'})")
-        if conv.stride is not None and conv.stride != unit.stride:
+        stride = int(module.stride[0])
+        if conv.stride is not None and conv.stride != stride:
             raise ConversionError(f"{source_name}: source {conv.name!r} has stride {conv.stride}, target {key} "
-                                  f"has stride {unit.stride}")
-        if conv.padding == "VALID" and unit.conv.kernel_size[0] > 1:
-            raise ConversionError(f"{source_name}: source {conv.name!r} uses VALID padding; blazekit convs are TF-SAME")
+                                  f"has stride {stride}")
+        k = int(module.kernel_size[0])
+        want = _source_pads(conv, k)
+        have = _target_pads(module, explicit_pad)
+        if want is not None and k > 1 and not _pads_equivalent(want, have, k, stride):
+            raise ConversionError(f"{source_name}: source {conv.name!r} pads (left, right, top, bottom) = {want}, "
+                                  f"target {key} pads {have}; the outputs would be shifted")
+
+    units = _units(target)
+    if len(units) != len(src.backbone):
+        raise ConversionError(
+            f"{source_name}: {len(src.backbone)} backbone convs in the source but {len(units)} conv units in "
+            f"{type(target.backbone).__name__}"
+            f"{' + ' + type(target.neck).__name__ if target.neck is not None else ''}; "
+            f"source: {[c.name for c in src.backbone]}; target: {[n for n, _ in units]}. "
+            "Is the model config the right one (front/back/full range)?")
+    for (key, unit), conv in zip(units, src.backbone):
+        check_conv(conv, key, unit.conv, unit.pad)
         put(f"{key}.conv.weight", conv.weight, f"source {conv.name!r}")
         bn = unit.bn
         put(f"{key}.bn.bias", conv.bias, f"bias of {conv.name!r}")
@@ -301,9 +437,19 @@ def map_to_state_dict(src: SourceModel, model_cfg: Mapping[str, Any],
                               f"({[[c.name for c in lv.values()] for lv in src.head]}), target head has {n_levels}")
     for i, level in enumerate(src.head):
         for role, attr in (("cls", "cls_convs"), ("reg", "reg_convs")):
-            conv = level[role]
-            put(f"head.{attr}.{i}.weight", conv.weight, f"source {conv.name!r}")
-            put(f"head.{attr}.{i}.bias", conv.bias, f"bias of {conv.name!r}")
+            module = getattr(target.head, attr)[i]
+            # SSDHead: one conv per level; SubPixelSSDHead: {"conv", "dw"} (the source's <role>_post)
+            parts = [(role, "", module)] if isinstance(module, nn.Conv2d) else \
+                [(role, ".conv", module["conv"]), (role + "_post", ".dw", module["dw"])]
+            if {r for r, _, _ in parts} != {r for r in level if r.startswith(role)}:
+                raise ConversionError(f"{source_name}: head level {i} {role}: source convs "
+                                      f"{[c.name for r, c in level.items() if r.startswith(role)]} do not match "
+                                      f"target head.{attr}.{i} ({type(target.head).__name__})")
+            for r, suffix, conv_module in parts:
+                conv, key = level[r], f"head.{attr}.{i}{suffix}"
+                check_conv(conv, key, conv_module)
+                put(f"{key}.weight", conv.weight, f"source {conv.name!r}")
+                put(f"{key}.bias", conv.bias, f"bias of {conv.name!r}")
 
     missing = [k for k in sd if k not in filled and not k.endswith("num_batches_tracked")]
     if missing:
@@ -322,18 +468,20 @@ def convert_hollance(path: PathLike, model_cfg: Mapping[str, Any]) -> Dict[str, 
 
 
 # ----------------------------------------------------------------------------- checkpoints
+#: tflite input size -> model variant (``configs/_base_/models/blazeface_{variant}.yml``)
+_VARIANT_BY_INPUT = {(128, 128): "front", (256, 256): "back", (192, 192): "full_range"}
+
+
 def guess_variant(path: PathLike) -> str:
-    """``"front"`` or ``"back"`` from the file's content (input size / layer names), not its name."""
+    """``"front"``, ``"back"`` or ``"full_range"`` from the file's content (input size / layer names), not its name."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".tflite":
         hw = read_tflite(path).input_hw
-        if hw == (128, 128):
-            return "front"
-        if hw == (256, 256):
-            return "back"
-        raise ConversionError(f"{path}: input size {hw} is neither the front (128) nor back (256) BlazeFace model; "
-                              "pass a model config explicitly (--config)")
+        if hw in _VARIANT_BY_INPUT:
+            return _VARIANT_BY_INPUT[hw]
+        raise ConversionError(f"{path}: input size {hw} is none of the BlazeFace models (front 128, full range 192, "
+                              "back 256); pass a model config explicitly (--config)")
     if suffix in (".pth", ".pt"):
         return "back" if any(k.startswith("final.") for k in _load_state_dict(path)) else "front"
     raise ConversionError(f"{path}: unknown weight format {suffix!r}; expected .tflite (MediaPipe) or .pth (hollance)")

@@ -17,6 +17,9 @@ _HERE = Path(__file__).resolve().parent
 NAMED_WEIGHTS: Dict[str, Path] = {
     # MediaPipe face_detection_short_range.tflite (mediapipe 0.10.21), front model, 128x128
     "mediapipe_short_range": _HERE / "mediapipe_short_range.pt",
+    # MediaPipe face_detection_full_range_sparse.tflite (mediapipe 0.10.21), full range, 192x192
+    # (configs/blazeface_full_range.yml; its parts live in blazekit.models.full_range)
+    "mediapipe_full_range": _HERE / "mediapipe_full_range.pt",
 }
 
 
