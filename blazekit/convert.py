@@ -290,9 +290,26 @@ def _group_head(items: List[Tuple[Any, str, SourceConv]], where: str) -> List[Di
 
 # ----------------------------------------------------------------------------- hollance
 def _load_state_dict(path: Path) -> Mapping[str, Any]:
-    """A ``.pth`` state dict (or a ``{"state_dict": ...}`` wrapper), with an error naming the file otherwise."""
+    """A ``.pth`` state dict (or a ``{"state_dict": ...}`` wrapper), with an error naming the file otherwise.
+
+    Loaded with ``weights_only=True`` only: a file that needs arbitrary pickled Python objects is
+    refused, never unpickled (a pickle can run code when loaded).
+    """
+    import pickle
+    import warnings
+
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about plain pickles' protocol before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # a torch zip archive or a pickle
+            raise ConversionError(f"{path}: not a blazekit checkpoint or it holds Python objects that are not "
+                                  "loaded for safety (only tensors and plain containers are read)") from None
+        raise ConversionError(f"{path}: cannot load as a PyTorch state dict (neither a torch archive "
+                              "nor a pickle)") from None
     except Exception as exc:
         raise ConversionError(f"{path}: cannot load as a PyTorch state dict ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc

@@ -162,3 +162,38 @@ def test_corrupt_sources_name_the_file(tmp_path, capsys):
     spec.loader.exec_module(tool)
     assert tool.main([str(junk), str(tmp_path / "out.pt")]) == 2
     assert "error: " + str(junk) in capsys.readouterr().err and not (tmp_path / "out.pt").exists()
+
+
+class _Evil:
+    """Unpickling calls ``marker.touch()``-like code: a file that runs code when loaded with pickle."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("layout", ["torch", "raw_pickle"])
+def test_pickled_code_is_refused_not_run(tmp_path, layout):
+    import pickle
+    import subprocess
+    import sys
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    if layout == "torch":
+        torch.save({"backbone1.0.weight": _Evil(marker)}, evil)
+    else:
+        evil.write_bytes(pickle.dumps({"x": _Evil(marker)}))
+    assert not marker.exists()
+    with pytest.raises(convert.ConversionError, match="not a blazekit checkpoint or it holds Python objects"):
+        convert.convert_checkpoint(evil)
+    out = tmp_path / "out.pt"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "convert.py"), str(evil), str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {evil}: not a blazekit checkpoint or it holds Python objects that are not loaded for safety "
+        "(only tensors and plain containers are read)"]
+    assert "Traceback" not in proc.stderr and not marker.exists() and not out.exists()
