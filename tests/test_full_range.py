@@ -95,7 +95,8 @@ def test_shipped_checkpoint_is_the_sparse_tflite_conversion(shared):
     fresh = convert.convert_checkpoint(src)
     shipped = torch.load(resolve_weights("mediapipe_full_range"), map_location="cpu", weights_only=True)
     assert shipped["meta"]["md5"] == "61be71c968b83f3bd2e04805c49219d4" == fresh["meta"]["md5"]
-    assert shipped["model_cfg"] == fresh["model_cfg"] and shipped["model_cfg"]["backbone"]["type"] == "FullRangeBackbone"
+    assert shipped["model_cfg"] == fresh["model_cfg"]
+    assert shipped["model_cfg"]["backbone"]["type"] == "FullRangeBackbone"
     assert shipped["state_dict"].keys() == fresh["state_dict"].keys()
     assert all(torch.equal(shipped["state_dict"][k], v) for k, v in fresh["state_dict"].items())
     # sparse (DENSIFY) 1x1 weights came out dense with their zeros: MediaPipe pruned ~70 % of them
@@ -116,18 +117,18 @@ def test_sparse_source_structure(shared):
     assert head["cls_post"].depthwise and head["cls_post"].stride == 2
 
 
-def test_wrong_config_for_full_range_is_named(shared):
+def test_wrong_config_for_full_range_is_named(shared, monkeypatch):
+    src = shared(*TFLITE_FULL)
     with pytest.raises(convert.ConversionError, match=r"87 backbone convs .* 33 conv units"):
-        convert.convert_tflite(shared(*TFLITE_FULL), config.load(FRONT)["model"])
-    # TF-SAME padding on the stride-2 convs would shift every feature by a pixel: refused, naming both sides
-    cfg = config.load(FULL)["model"]
-    model = convert.build_target(cfg)
-    from blazekit.models.blocks import tf_same_padding
-    unit = model.backbone.stem[0]
-    assert unit.conv.padding == (1, 1) and unit.pad is None
-    assert convert._pads_equivalent((1, 1, 1, 1), (1, 1, 1, 1), 3, 2)
-    assert not convert._pads_equivalent((1, 1, 1, 1), tf_same_padding(3, 2), 3, 2)
-    assert convert._pads_equivalent((0, 1, 0, 1), tf_same_padding(3, 2), 3, 2)
+        convert.convert_tflite(src, config.load(FRONT)["model"])
+    # Keras pads stride-2 convs top/left; TF-SAME (blazekit's default) pads bottom/right: a one-pixel shift, refused
+    import blazekit.models.full_range as full_range
+
+    monkeypatch.setattr(full_range, "symmetric_padding", lambda module: None)
+    with pytest.raises(convert.ConversionError,
+                       match=r"pads \(left, right, top, bottom\) = \(1, 1, 1, 1\), target backbone\.stem\.0 pads "
+                             r"\(0, 1, 0, 1\)"):
+        convert.convert_tflite(src, config.load(FULL)["model"])
 
 
 def test_depth_to_space_is_tf_dcr():

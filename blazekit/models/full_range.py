@@ -120,7 +120,8 @@ class FullRangeBackbone(nn.Module):
 class TopDownNeck(nn.Module):
     """Top-down path to the finest level: ``x = blocks_i(upsample2x(x) + feats[i])`` from coarse to fine.
 
-    ``x`` starts as the coarsest level (same channels as the next one). Between levels a 1x1 conv + ReLU reduces ``x`` to the next finer level's channels. Upsampling is
+    ``x`` starts as the coarsest level (same channels as the next one). Between levels a 1x1 conv + ReLU
+    reduces ``x`` to the next finer level's channels. Upsampling is
     bilinear with half-pixel centres (TF ``half_pixel_centers=True`` == PyTorch ``align_corners=False``).
     Outputs the finest level only, so the head sees one feature map.
 
