@@ -50,7 +50,7 @@ import torch  # noqa: E402
 from blazekit.export import OnnxDetector, export_onnx, fuse_bn, onnx_session  # noqa: E402
 from blazekit.fastpath import FastDetector, LeanPostprocessor, preprocessor_for  # noqa: E402
 from blazekit.inference import load_image  # noqa: E402
-from blazekit.models.detector import build_detector  # noqa: E402
+from blazekit.models.build import build_detector  # noqa: E402
 from blazekit.preprocess import letterbox, normalize  # noqa: E402
 
 CONFIG = "_base_/models/blazeface_front.yml"

@@ -7,7 +7,7 @@ from torch import nn
 from blazekit.channel_align import ConcatShortcutBlock, align_channels, pad_conv
 from blazekit.export import export_onnx
 from blazekit.models.backbones import BlazeBackbone
-from blazekit.models.detector import build_detector
+from blazekit.models.build import build_detector
 
 from test_export import BACK, FRONT, PAPER, _randomize
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from blazekit.export import count_batchnorm, export_onnx, fuse_bn
-from blazekit.models.detector import build_detector
+from blazekit.models.build import build_detector
 
 from conftest import REPO, shared_path
 

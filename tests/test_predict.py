@@ -8,7 +8,7 @@ import pytest
 
 from blazekit.inference import (SourceError, draw_detections, expand_sources, load_image, open_video,
                                 predict_sources)
-from blazekit.models.detector import build_detector
+from blazekit.models.build import build_detector
 
 from conftest import REPO
 
