@@ -26,8 +26,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .matcher import batched_box_iou
+from .postprocess import suppress
 
 PathLike = Union[str, os.PathLike]
 
@@ -43,16 +44,7 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         raise ValueError(f"cannot fold {bn}: it tracks no running statistics")
     if conv.out_channels != bn.num_features:
         raise ValueError(f"cannot fold {bn} into {conv}: {conv.out_channels} != {bn.num_features} channels")
-    fused = copy.deepcopy(conv)
-    w = conv.weight.detach()
-    std = torch.sqrt(bn.running_var.detach() + bn.eps)
-    gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(std)
-    beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(std)
-    factor = gamma / std
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(std)
-    fused.weight = nn.Parameter(w * factor.reshape(-1, *([1] * (w.dim() - 1))))
-    fused.bias = nn.Parameter((bias - bn.running_mean.detach()) * factor + beta)
-    return fused
+    return fuse_conv_bn_eval(conv.eval(), bn.eval())
 
 
 def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -225,8 +217,6 @@ class PostprocessedModel(nn.Module):
         self.score_thr, self.iou_thr, self.max_det, self.blending = score_thr, iou_thr, max_det, blending
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        import torchvision
-
         reg, logits = self.detector.raw(x)
         # the detector's own decode: same coder, anchors and logit clipping as detector.predict
         boxes, kpts, scores = self.detector.decode(reg, logits, self.input_size)
@@ -235,36 +225,9 @@ class PostprocessedModel(nn.Module):
         boxes, kpts, scores = boxes.reshape(b * a, 4), kpts.reshape(b * a, kpts.shape[-2], 2), scores.reshape(-1)
         cand = torch.nonzero(scores >= self.score_thr).reshape(-1)
         boxes, kpts, scores, batch = boxes[cand], kpts[cand], scores[cand], batch[cand]
-        # ONNX NonMaxSuppression reorders flipped corners, torchvision does not: give a box of negative
-        # width/height zero extent so both (and WeightedBlending's IoU) see it as empty
-        safe = torch.cat([boxes[:, :2], torch.max(boxes[:, :2], boxes[:, 2:])], dim=1)
-        keep = torchvision.ops.batched_nms(safe, scores, batch, self.iou_thr)  # sorted by score, descending
-        kb, ks, kk, kbatch = boxes[keep], scores[keep], kpts[keep], batch[keep]
-        if self.blending:
-            kb, kk = self._blend(keep, kb, kbatch, boxes, kpts, scores, batch)
-        # per-image max_det: rank of each kept row among the kept rows of its own image
-        same = (kbatch[:, None] == kbatch[None, :]).to(torch.float32)
-        rank = torch.tril(same, diagonal=-1).sum(dim=1)
-        sel = torch.nonzero(rank < self.max_det).reshape(-1)
-        return kb[sel], ks[sel], kk[sel], kbatch[sel]
-
-    def _blend(self, keep: Tensor, kb: Tensor, kbatch: Tensor, boxes: Tensor, kpts: Tensor, scores: Tensor,
-               batch: Tensor) -> Tuple[Tensor, Tensor]:
-        """MediaPipe weighted NMS: each kept box becomes the score-weighted mean of the candidates it suppressed.
-
-        A candidate belongs to the first (highest-scoring) kept box of its image that overlaps it by more
-        than ``iou_thr`` -- the same clusters as MediaPipe's greedy loop, computed with matrices.
-        """
-        overlap = (batched_box_iou(kb, boxes) > self.iou_thr) & (kbatch[:, None] == batch[None, :])  # [K, M]
-        # a kept box always owns itself, even when empty (IoU 0), like WeightedBlending
-        overlap = overlap | (torch.arange(boxes.shape[0], device=boxes.device)[None, :] == keep[:, None])
-        first = torch.cumsum(overlap.to(torch.int64), dim=0) == 1
-        owner = (overlap & first).to(scores.dtype)  # one-hot over K (columns without an owner stay 0)
-        wgt = owner * scores[None, :]
-        total = wgt.sum(dim=1, keepdim=True).clamp(min=1e-12)
-        blended_boxes = (wgt @ boxes) / total
-        blended_kpts = (wgt @ kpts.flatten(1)) / total
-        return blended_boxes, blended_kpts.reshape(-1, kpts.shape[1], 2)
+        keep, boxes, kpts = suppress(boxes, scores, kpts, self.iou_thr, self.blending, groups=batch,
+                                     max_det=self.max_det)
+        return boxes, scores[keep], kpts, batch[keep]
 
 
 # ------------------------------------------------------------------------------------------------ export
