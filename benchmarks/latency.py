@@ -47,10 +47,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from blazekit.export import OnnxDetector, export_onnx, fuse_bn, onnx_session  # noqa: E402
-from blazekit.fastpath import FastDetector, LeanPostprocessor, preprocessor_for  # noqa: E402
+from blazekit.deploy.export import export_onnx  # noqa: E402
+from blazekit.deploy.fastpath import FastDetector, LeanPostprocessor  # noqa: E402
+from blazekit.deploy.fuse import fuse_bn  # noqa: E402
+from blazekit.deploy.runtime import OnnxDetector, onnx_session, preprocessor_for  # noqa: E402
 from blazekit.inference import load_image  # noqa: E402
-from blazekit.models.detector import build_detector  # noqa: E402
+from blazekit.models.build import build_detector  # noqa: E402
 from blazekit.preprocess import letterbox, normalize  # noqa: E402
 
 CONFIG = "_base_/models/blazeface_front.yml"

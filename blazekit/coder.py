@@ -18,21 +18,10 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from .boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 from .registry import BOX_CODERS
 
 Size = Union[int, Sequence[int]]
-
-
-def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
-    """(cx, cy, w, h) [..., 4] -> (x1, y1, x2, y2) [..., 4]."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
-
-
-def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
-    """(x1, y1, x2, y2) [..., 4] -> (cx, cy, w, h) [..., 4]."""
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    return torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), dim=-1)
 
 
 def _hw(input_size: Optional[Size]) -> Optional[Tuple[float, float]]:
@@ -97,7 +86,7 @@ class MediaPipeCoder:
         cy = box[..., 1] / ys * ah + acy
         w = box[..., 2] / ws * aw
         h = box[..., 3] / hs * ah
-        boxes = torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+        boxes = cxcywh_to_xyxy(torch.stack((cx, cy, w, h), dim=-1))
         kx = kpt[..., 0] / xs * aw[..., None] + acx[..., None]
         ky = kpt[..., 1] / ys * ah[..., None] + acy[..., None]
         return boxes, torch.stack((kx, ky), dim=-1)
@@ -157,7 +146,7 @@ class SSDCoder:
         # clamp before exp: an untrained head must not overflow to inf boxes
         w = torch.exp((box[..., 2] * v1).clamp(max=10.0)) * aw
         h = torch.exp((box[..., 3] * v1).clamp(max=10.0)) * ah
-        boxes = torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+        boxes = cxcywh_to_xyxy(torch.stack((cx, cy, w, h), dim=-1))
         kx = kpt[..., 0] * v0 * aw[..., None] + acx[..., None]
         ky = kpt[..., 1] * v0 * ah[..., None] + acy[..., None]
         return boxes, torch.stack((kx, ky), dim=-1)

@@ -11,23 +11,11 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .coder import cxcywh_to_xyxy
+from .boxes import batched_box_iou, cxcywh_to_xyxy
 from .registry import MATCHERS
 
 NEGATIVE = -1
 IGNORED = -2
-
-
-def batched_box_iou(boxes: Tensor, others: Tensor) -> Tensor:
-    """IoU of xyxy boxes ``[B, N, 4]`` with ``[A, 4]`` -> ``[B, N, A]`` (0 for empty boxes)."""
-    area_b = (boxes[..., 2] - boxes[..., 0]).clamp_min(0) * (boxes[..., 3] - boxes[..., 1]).clamp_min(0)
-    area_o = (others[:, 2] - others[:, 0]).clamp_min(0) * (others[:, 3] - others[:, 1]).clamp_min(0)
-    lt = torch.maximum(boxes[..., None, :2], others[:, :2])
-    rb = torch.minimum(boxes[..., None, 2:], others[:, 2:])
-    wh = (rb - lt).clamp_min(0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_b[..., None] + area_o - inter
-    return inter / union.clamp_min(1e-12)
 
 
 def pad_boxes(gt_boxes: Sequence[Tensor], device: torch.device, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:

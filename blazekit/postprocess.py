@@ -6,18 +6,20 @@ Input: one image's decoded ``boxes [A, 4]`` xyxy, ``scores [A]`` (probabilities)
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torchvision.ops import nms
 
-from .matcher import batched_box_iou
+from .boxes import box_iou, nms_keep
 from .registry import POSTPROCESSORS
 
 
 class _Postprocessor:
-    """Shared options: thresholds and MediaPipe's logit clipping before the sigmoid."""
+    """Score threshold, then :func:`suppress` (plain NMS, or weighted blending when ``blending``); options shared
+    by both, with MediaPipe's logit clipping before the sigmoid."""
+
+    blending = False
 
     def __init__(self, score_thr: float = 0.5, iou_thr: float = 0.3, max_det: int = 100,
                  sigmoid_clip: Optional[float] = 100.0) -> None:
@@ -52,21 +54,50 @@ class _Postprocessor:
 
     def __call__(self, boxes: Tensor, scores: Tensor, keypoints: Optional[Tensor] = None,
                  score_thr: Optional[float] = None, max_det: Optional[int] = None) -> Dict[str, Tensor]:
-        raise NotImplementedError
+        boxes, scores, keypoints = self._candidates(boxes, scores, keypoints, score_thr)
+        limit = max_det if max_det is not None else self.max_det
+        keep, boxes, keypoints = suppress(boxes, scores, keypoints, self.iou_thr, self.blending, max_det=limit)
+        return {"boxes": boxes, "scores": scores[keep], "keypoints": keypoints}
+
+
+def suppress(boxes: Tensor, scores: Tensor, keypoints: Tensor, iou_thr: float, blending: bool,
+             groups: Optional[Tensor] = None, max_det: Optional[int] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """Greedy NMS, then with ``blending`` MediaPipe's weighted mean over each kept box's cluster.
+
+    ``boxes [M, 4]``, ``scores [M]``, ``keypoints [M, K, 2]`` of candidates; ``groups [M]`` (image index) keeps
+    images apart; ``max_det`` caps the detections per group. Returns ``(keep, boxes, keypoints)``: the kept
+    candidates' indices by descending score and their (blended) boxes and keypoints. The one implementation
+    behind ``detector.predict``, evaluation and the ONNX graph (ops that export to standard ONNX).
+    """
+    keep = nms_keep(boxes, scores, iou_thr, groups)
+    if max_det is not None:
+        if groups is None:
+            keep = keep[:max_det]
+        else:  # rank of each kept row among the kept rows of its own group
+            kept_groups = groups[keep]
+            same = (kept_groups[:, None] == kept_groups[None, :]).to(torch.float32)
+            keep = keep[torch.nonzero(torch.tril(same, diagonal=-1).sum(dim=1) < max_det).reshape(-1)]
+    if not blending:
+        return keep, boxes[keep], keypoints[keep]
+    # A candidate belongs to the first (highest-scoring) kept box that overlaps it by more than iou_thr: the
+    # clusters of MediaPipe's greedy loop (a box suppressed earlier is gone by then), computed with matrices.
+    overlap = box_iou(boxes[keep], boxes) > iou_thr  # [N, M]
+    if groups is not None:
+        overlap = overlap & (groups[keep][:, None] == groups[None, :])
+    # a kept box always owns itself, even when empty (IoU 0)
+    overlap = overlap | (torch.arange(boxes.shape[0], device=boxes.device)[None, :] == keep[:, None])
+    first = torch.cumsum(overlap.to(torch.int64), dim=0) == 1
+    weights = (overlap & first).to(scores.dtype) * scores[None, :]
+    total = weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
+    blended_kpts = (weights @ keypoints.flatten(1)) / total
+    return keep, (weights @ boxes) / total, blended_kpts.reshape(keep.shape[0], keypoints.shape[1], 2)
 
 
 @POSTPROCESSORS.register()
 class NMS(_Postprocessor):
     """Standard hard NMS (torchvision): keeps the top box of each cluster unchanged."""
 
-    def __call__(self, boxes: Tensor, scores: Tensor, keypoints: Optional[Tensor] = None,
-                 score_thr: Optional[float] = None, max_det: Optional[int] = None) -> Dict[str, Tensor]:
-        boxes, scores, keypoints = self._candidates(boxes, scores, keypoints, score_thr)
-        keep = nms(boxes.float(), scores.float(), self.iou_thr)
-        limit = max_det if max_det is not None else self.max_det
-        if limit is not None:
-            keep = keep[:limit]
-        return {"boxes": boxes[keep], "scores": scores[keep], "keypoints": keypoints[keep]}
+    blending = False
 
 
 @POSTPROCESSORS.register()
@@ -79,27 +110,7 @@ class WeightedBlending(_Postprocessor):
     overlapping anchors (BlazeFace's "tie resolution"), which plain NMS makes jitter.
     """
 
-    def __call__(self, boxes: Tensor, scores: Tensor, keypoints: Optional[Tensor] = None,
-                 score_thr: Optional[float] = None, max_det: Optional[int] = None) -> Dict[str, Tensor]:
-        boxes, scores, keypoints = self._candidates(boxes, scores, keypoints, score_thr)
-        limit = max_det if max_det is not None else self.max_det
-        out_boxes, out_scores, out_kpts = [], [], []
-        remaining = torch.arange(len(scores), device=scores.device)
-        while len(remaining) and (limit is None or len(out_scores) < limit):
-            top = remaining[0]
-            overlap = batched_box_iou(boxes[top][None], boxes[remaining])[0] > self.iou_thr
-            overlap[0] = True  # the top box always belongs to its own cluster (even if empty)
-            cluster = remaining[overlap]
-            w = scores[cluster]
-            total = w.sum()
-            out_boxes.append((boxes[cluster] * w[:, None]).sum(0) / total)
-            out_kpts.append((keypoints[cluster] * w[:, None, None]).sum(0) / total)
-            out_scores.append(scores[top])
-            remaining = remaining[~overlap]
-        if not out_scores:
-            return {"boxes": boxes[:0], "scores": scores[:0], "keypoints": keypoints[:0]}
-        return {"boxes": torch.stack(out_boxes), "scores": torch.stack(out_scores),
-                "keypoints": torch.stack(out_kpts)}
+    blending = True
 
 
 def postprocess_settings(detector: Any, who: str) -> Dict[str, Any]:

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from blazekit.channel_align import ConcatShortcutBlock, align_channels, pad_conv
-from blazekit.export import export_onnx
+from blazekit.deploy.channel_align import ConcatShortcutBlock, align_channels, pad_conv
+from blazekit.deploy.export import export_onnx
 from blazekit.models.backbones import BlazeBackbone
-from blazekit.models.detector import build_detector
+from blazekit.models.build import build_detector
 
 from test_export import BACK, FRONT, PAPER, _randomize
 
@@ -111,7 +111,7 @@ def test_pad_conv_zero_extends():
 
 def test_export_falls_back_to_plain_widths_with_a_warning(tmp_path, monkeypatch):
     onnx = pytest.importorskip("onnx")
-    import blazekit.channel_align as CA
+    import blazekit.deploy.channel_align as CA
 
     def refuse(*a, **k):
         raise ValueError("a layout align_channels does not know")

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from blazekit.coder import MediaPipeCoder, SSDCoder, cxcywh_to_xyxy, xyxy_to_cxcywh
+from blazekit.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
+from blazekit.coder import MediaPipeCoder, SSDCoder
 from blazekit.registry import BOX_CODERS
 
 

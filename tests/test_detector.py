@@ -10,7 +10,8 @@ from blazekit import anchors, coder, config, losses, matcher, postprocess  # noq
 from blazekit.checkpoint import (CheckpointError, load_checkpoint, load_model_weights, model_checkpoint,
                                         save_checkpoint)
 from blazekit.models import backbones, heads  # noqa: F401
-from blazekit.models.detector import BlazeFace, build_detector
+from blazekit.models.build import build_detector
+from blazekit.models.detector import BlazeFace
 from blazekit.preprocess import normalize
 
 FRONT = "configs/_base_/models/blazeface_front.yml"
@@ -324,3 +325,57 @@ def test_num_keypoints_is_configurable(k):
     assert torch.isfinite(out["loss"]) and (out["loss_kpt"].item() > 0) == (k > 0)
     (det,) = m.predict([np.zeros((50, 80, 3), np.uint8)], score_thr=0.0, max_det=3)
     assert det["keypoints"].shape == (3, k, 2) and det["boxes"].shape == (3, 4)
+
+
+def test_detector_takes_built_parts_and_a_ready_made_backbone(tmp_path):
+    """BlazeFace is assembled from modules (no config): any nn.Module giving the anchor levels works."""
+    from torch import nn
+
+    from blazekit.anchors import SSDAnchorGenerator
+    from blazekit.checkpoint import model_checkpoint
+    from blazekit.models.build import load_weights
+    from blazekit.models.heads import SSDHead
+    from blazekit.postprocess import NMS
+
+    class TwoLevels(nn.Module):  # a plain module (no out_channels / strides attributes): strides 8 and 16
+        def __init__(self):
+            super().__init__()
+            self.c16 = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1))
+            self.c8 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            f16 = self.c16(x)
+            return [f16, self.c8(f16)]
+
+    anchors = SSDAnchorGenerator(**{k: v for k, v in config.load(os.path.join(REPO, FRONT))["model"]["anchors"].items()
+                                    if k != "type"})
+    m = BlazeFace(TwoLevels(), SSDHead([8, 16], [2, 6], num_keypoints=6), anchors, postprocess=NMS(score_thr=0.0),
+                  input_size=128)
+    assert m.cfg is None and m.strides == [8, 16] and type(m.postprocess) is NMS
+    reg, logits = m.raw(torch.zeros(2, 3, 128, 128))
+    assert reg.shape == (2, 896, 16) and logits.shape == (2, 896, 1)
+    _, x, targets = _batch(128, n=2)
+    out = m(x, targets)
+    assert torch.isfinite(out["loss"]) and int(out["num_pos"]) > 0
+    (det,) = m.predict([np.zeros((60, 90, 3), np.uint8)], max_det=5)
+    assert det["boxes"].shape == (5, 4) and det["keypoints"].shape == (5, 6, 2)
+    # its checkpoint records no architecture; loading it back is checked tensor by tensor
+    path = save_checkpoint(tmp_path / "hand.pt", model_checkpoint(m))
+    assert load_checkpoint(path)["model_cfg"] is None
+    assert load_weights(m, path)["loaded"]
+    with pytest.raises(ValueError, match="gives 1 feature levels.*describes 2 levels"):  # attributes are checked
+        bad = backbones.BlazeFaceFrontBackbone()
+        bad.out_channels, bad.strides = [88], [16]
+        BlazeFace(bad, SSDHead([88], [2]), anchors)
+
+
+def test_detectors_registry_builds_blazeface_with_its_config():
+    """``DETECTORS.build`` (used by convert.py) still turns a model section into a BlazeFace with ``cfg``."""
+    from blazekit.registry import DETECTORS
+
+    section = _cfg()["model"]
+    m = DETECTORS.build(section, where="model")
+    assert isinstance(m, BlazeFace) and m.cfg["backbone"] == section["backbone"]
+    assert m.cfg["postprocess"]["type"] == "WeightedBlending" and m.head.num_anchors == [2, 6]
+    with pytest.raises(Exception, match="does not accept 'bakbone'.*did you mean 'backbone'"):
+        DETECTORS.build({**section, "bakbone": {}}, where="model")

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from blazekit.export import count_batchnorm, export_onnx, fuse_bn
-from blazekit.models.detector import build_detector
+from blazekit.deploy.export import export_onnx
+from blazekit.deploy.fuse import count_batchnorm, fuse_bn
+from blazekit.models.build import build_detector
 
 from conftest import REPO, shared_path
 
@@ -193,7 +194,7 @@ def _demo_images():
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("mode,pad,norm", [("letterbox", 0, "minus_one_one"), ("letterbox", 114, "zero_one")])
 def test_lean_preprocessor_equals_letterbox_normalize(layout, mode, pad, norm):
-    from blazekit.fastpath import LeanPreprocessor
+    from blazekit.deploy.runtime import LeanPreprocessor
     from blazekit.preprocess import letterbox, normalize
 
     rng = np.random.default_rng(0)
@@ -232,7 +233,7 @@ def _torch_runner(det):
 
 def test_fast_detector_onnxruntime_matches_predict(front, tmp_path):
     pytest.importorskip("onnxruntime")
-    from blazekit.fastpath import FastDetector
+    from blazekit.deploy.fastpath import FastDetector
 
     fast = FastDetector.from_detector(front, tmp_path / "raw.onnx", threads=1, micro_batch=3)
     images = _demo_images()
@@ -253,7 +254,7 @@ def test_fast_detector_onnxruntime_matches_predict(front, tmp_path):
 @pytest.mark.parametrize("post", ["WeightedBlending", "NMS"])
 def test_lean_postprocessor_matches_predict_on_many_detections(post):
     """Random weights give dozens of overlapping candidates per image: blending / NMS clusters must agree."""
-    from blazekit.fastpath import FastDetector, LeanPostprocessor, preprocessor_for
+    from blazekit.deploy.fastpath import FastDetector, LeanPostprocessor, preprocessor_for
     from blazekit.postprocess import NMS, WeightedBlending
 
     torch.manual_seed(0)
@@ -269,7 +270,7 @@ def test_lean_postprocessor_matches_predict_on_many_detections(post):
 
 def test_lean_postprocessor_refuses_unsupported_coder():
     from blazekit.coder import SSDCoder
-    from blazekit.fastpath import LeanPostprocessor
+    from blazekit.deploy.fastpath import LeanPostprocessor
 
     det = build_detector(FRONT)
     det.coder = SSDCoder()
@@ -281,7 +282,7 @@ def test_spatial_pads_fold_into_convs(front, tmp_path):
     """TF-SAME Pads become Conv pads (onnxruntime keeps its NCHWc layout); outputs stay bit-identical."""
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    import blazekit.export as E
+    import blazekit.deploy.export as E
 
     # channel_multiple=1 keeps MediaPipe's widths, so the shortcuts' channel Pads stay (test_channel_align
     # covers the default export, which has none)
@@ -302,7 +303,7 @@ def test_spatial_pads_fold_into_convs(front, tmp_path):
 def test_onnx_detector_matches_predict_on_photos_and_takes_one_image(front, tmp_path):
     """OnnxDetector (with-postprocess graph + lean letterbox) equals predict on real photos of any size."""
     pytest.importorskip("onnxruntime")
-    from blazekit.export import OnnxDetector
+    from blazekit.deploy.runtime import OnnxDetector
 
     onnx_det = OnnxDetector(export_onnx(front, tmp_path / "pp.onnx", with_postprocess=True), front.input_size,
                             threads=1, micro_batch=3)
@@ -318,7 +319,7 @@ def test_onnx_detector_matches_predict_on_photos_and_takes_one_image(front, tmp_
 
 def test_unsupported_postprocessor_is_refused_by_name(tmp_path):
     """The ONNX graph and the numpy fast path re-implement NMS / WeightedBlending only; anything else is refused."""
-    from blazekit.fastpath import LeanPostprocessor
+    from blazekit.deploy.fastpath import LeanPostprocessor
     from blazekit.postprocess import NMS
 
     class MyNMS(NMS):  # a subclass may suppress differently: not silently treated as NMS
@@ -330,3 +331,31 @@ def test_unsupported_postprocessor_is_refused_by_name(tmp_path):
         LeanPostprocessor.from_detector(det)
     with pytest.raises(ValueError, match="export with_postprocess supports .*not MyNMS"):
         export_onnx(det, tmp_path / "m.onnx", with_postprocess=True)
+
+
+def test_deploy_modules_import_one_way():
+    """blazekit.deploy's modules import each other in one direction only (any import, also inside functions),
+    and the layers below (models, engine, post-processing) never import deploy."""
+    import ast
+
+    pkg = REPO / "blazekit" / "deploy"
+    deps = {}
+    for f in pkg.glob("*.py"):
+        if f.stem == "__init__":
+            continue
+        found = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        deps[f.stem] = found
+    assert set(deps) == {"fuse", "channel_align", "export", "runtime", "fastpath"}
+    order = ["fuse", "channel_align", "export", "runtime", "fastpath"]
+    for mod, used in deps.items():
+        assert all(order.index(u) < order.index(mod) for u in used), f"deploy.{mod} imports {sorted(used)}"
+    below = [p for d in ("models", "engine", "evaluation", "data") for p in (REPO / "blazekit" / d).rglob("*.py")]
+    below += [REPO / "blazekit" / f"{n}.py" for n in ("postprocess", "boxes", "matcher", "coder", "losses", "anchors")]
+    for p in below:
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = ([node.module or ""] + [a.name for a in node.names] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            assert not any("deploy" in n for n in names), f"{p.relative_to(REPO)} imports deploy"

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from blazekit.matcher import IGNORED, NEGATIVE, IoUMatcher, batched_box_iou
+from blazekit.boxes import batched_box_iou
+from blazekit.matcher import IGNORED, NEGATIVE, IoUMatcher
 from blazekit.registry import MATCHERS
 
 # four quadrant priors (cx, cy, w, h) and one small centre prior

@@ -70,3 +70,43 @@ def test_sigmoid_clip_and_config():
     assert WeightedBlending(sigmoid_clip=None).scores(torch.tensor([-1000.0]))[0] == 0
     with pytest.raises(ValueError, match="iou_thr"):
         NMS(iou_thr=1.5)
+
+
+def _greedy_reference(boxes, scores, kpts, iou_thr, blending, limit=None):
+    """MediaPipe's loop, written out: the oracle for the vectorised ``suppress``."""
+    from blazekit.boxes import box_iou
+
+    out_b, out_s, out_k, remaining = [], [], [], list(range(len(scores)))
+    while remaining and (limit is None or len(out_s) < limit):
+        top = remaining[0]
+        iou = box_iou(boxes[top][None].double(), boxes[remaining].double())[0]
+        cluster = [r for r, v in zip(remaining, iou) if v > iou_thr or r == top]
+        w = scores[cluster].double()
+        out_b.append((boxes[cluster].double() * w[:, None]).sum(0) / w.sum() if blending else boxes[top].double())
+        out_k.append((kpts[cluster].double() * w[:, None, None]).sum(0) / w.sum() if blending else kpts[top].double())
+        out_s.append(float(scores[top]))
+        remaining = [r for r in remaining if r not in cluster]
+    return torch.stack(out_b), torch.tensor(out_s), torch.stack(out_k)
+
+
+@pytest.mark.parametrize("cls", [WeightedBlending, NMS])
+@pytest.mark.parametrize("seed", range(4))
+def test_vectorised_suppression_equals_the_greedy_loop(cls, seed):
+    """Dozens of overlapping, partly empty/flipped candidates: same clusters, same blended values."""
+    g = torch.Generator().manual_seed(seed)
+    n = 80
+    centres = torch.rand(6, 2, generator=g)[torch.randint(0, 6, (n,), generator=g)] * 100
+    wh = torch.rand(n, 2, generator=g) * 20 + 2
+    wh[:3] = -wh[:3]  # flipped: empty, each its own cluster
+    boxes = torch.cat([centres - wh / 2, centres + wh / 2], dim=1) + torch.randn(n, 4, generator=g)
+    kpts = boxes.reshape(n, 2, 2) + torch.randn(n, 2, 2, generator=g)
+    scores = torch.rand(n, generator=g)
+    for iou_thr, limit in ((0.3, None), (0.5, 4), (0.0, None)):
+        out = cls(score_thr=0.2, iou_thr=iou_thr, max_det=limit)(boxes, scores, kpts)
+        keep = scores >= 0.2
+        order = scores[keep].argsort(descending=True, stable=True)
+        ref_b, ref_s, ref_k = _greedy_reference(boxes[keep][order], scores[keep][order], kpts[keep][order], iou_thr,
+                                                cls is WeightedBlending, limit)
+        assert torch.equal(out["scores"], ref_s.float())
+        assert torch.allclose(out["boxes"].double(), ref_b, atol=1e-4, rtol=0)
+        assert torch.allclose(out["keypoints"].double(), ref_k, atol=1e-4, rtol=0)

@@ -8,7 +8,7 @@ import pytest
 
 from blazekit.inference import (SourceError, draw_detections, expand_sources, load_image, open_video,
                                 predict_sources)
-from blazekit.models.detector import build_detector
+from blazekit.models.build import build_detector
 
 from conftest import REPO
 
@@ -169,7 +169,7 @@ def test_predict_cli_onnxruntime_backend_matches_torch(tmp_path, capsys, monkeyp
 def test_back_and_paper_models_run_through_predict(cfg, tmp_path, shared):
     """Back model with hollance's converted weights finds the astronaut; the paper variant (no weights) runs."""
     from blazekit.convert import save_converted
-    from blazekit.export import fuse_bn
+    from blazekit.deploy.fuse import fuse_bn
 
     weights = None
     if "back" in cfg:

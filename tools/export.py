@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import blazekit
     from blazekit import config as cfglib
-    from blazekit.export import export_onnx, verify_onnx
+    from blazekit.deploy.export import export_onnx
+    from blazekit.deploy.runtime import verify_onnx
 
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
     detector = blazekit.build_detector(cfg, weights=args.weights, device="cpu").eval()

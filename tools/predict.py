@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import blazekit
     from blazekit import config as cfglib
-    from blazekit.export import fuse_bn
+    from blazekit.deploy.fuse import fuse_bn
     from blazekit.inference import expand_sources, predict_sources
 
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="blazekit_predict_") as tmp:
         if args.backend == "onnxruntime":
-            from blazekit.fastpath import FastDetector
+            from blazekit.deploy.fastpath import FastDetector
 
             # batch-1 calls: onnxruntime's depthwise kernels are fastest so (benchmarks/latency.py)
             runner = FastDetector.from_detector(detector, Path(tmp) / "model.onnx", threads=args.threads,

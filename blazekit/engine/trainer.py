@@ -365,7 +365,7 @@ class Trainer:
         return bool((self.cfg.get("data") or {}).get("val"))
 
     def _build_model(self) -> nn.Module:
-        from ..models.detector import build_detector
+        from ..models.build import build_detector
 
         model_cfg = copy.deepcopy(self.cfg)
         init = model_cfg["model"].get("init")

@@ -1,33 +1,31 @@
-"""The BlazeFace detector: backbone + head + anchors + coder + matcher + loss + post-processing.
+"""The BlazeFace detector: built parts in, raw outputs / losses / detections out.
 
-Every part comes from a registry, so a config swaps any of them. The head's sizes are derived here
-(``in_channels`` from the backbone, ``num_anchors`` from the anchor generator) so they can never
-disagree with the rest of the config. The network is fully convolutional: ``raw`` / ``decode`` /
-``predict`` run at any input size divisible by the total stride, with anchors made (and cached) for it.
+``BlazeFace`` takes *built* modules (torchvision SSD style) and knows no config, registry or engine:
+:mod:`blazekit.models.build` turns a config into one. The network is fully convolutional: ``raw`` /
+``decode`` / ``predict`` run at any input size divisible by the total stride, with anchors made (and
+cached) for it.
 """
 from __future__ import annotations
 
-import copy
-import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .. import config as config_lib
-from ..checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights
+from ..coder import MediaPipeCoder
+from ..losses import MultiBoxLoss
+from ..matcher import IoUMatcher
+from ..postprocess import WeightedBlending
 from ..preprocess import letterbox, normalize
-from ..registry import (ANCHOR_GENERATORS, BACKBONES, BOX_CODERS, DETECTORS, HEADS, LOSSES, MATCHERS, NECKS,
-                        POSTPROCESSORS)
 
 Size = Tuple[int, int]
 Detections = Dict[str, np.ndarray]
 
-_DEFAULT_PREPROCESS = {"resize": "letterbox", "normalize": "minus_one_one", "pad_value": 0}
+DEFAULT_PREPROCESS = {"resize": "letterbox", "normalize": "minus_one_one", "pad_value": 0}
 
 
-def _size(value: Union[int, Sequence[int]], where: str) -> Size:
+def as_size(value: Union[int, Sequence[int]], where: str) -> Size:
     """``128`` or ``[H, W]`` -> (H, W) ints."""
     if isinstance(value, (int, np.integer)):
         return int(value), int(value)
@@ -38,61 +36,64 @@ def _size(value: Union[int, Sequence[int]], where: str) -> Size:
     return h, w
 
 
-@DETECTORS.register()
+def check_levels(features: nn.Module, anchor_generator: Any, input_size: Size) -> List[int]:
+    """The strides of the feature levels, after checking they are the anchor generator's levels.
+
+    ``features`` is the module whose outputs feed the head (neck or backbone); its ``out_channels`` /
+    ``strides`` attributes are checked when it has them (a ready-made module may not).
+    """
+    num_anchors = list(anchor_generator.num_anchors_per_level(input_size))
+    anchor_strides = list(anchor_generator.strides_per_level())
+    out_channels = list(getattr(features, "out_channels", []) or [])
+    strides = list(getattr(features, "strides", []) or [])
+    if out_channels and len(out_channels) != len(num_anchors):
+        raise ValueError(
+            f"model: the backbone gives {len(out_channels)} feature levels (out_channels={out_channels}, "
+            f"strides={strides}) but model.anchors describes {len(num_anchors)} levels (anchors per location "
+            f"{num_anchors}, strides {anchor_strides}); make model.anchors.strides match the backbone")
+    if strides and strides != anchor_strides:
+        raise ValueError(f"model: backbone strides {strides} differ from the anchor strides {anchor_strides} "
+                         "(model.anchors.strides); every level needs anchors on its own grid")
+    return strides or anchor_strides
+
+
 class BlazeFace(nn.Module):
     """Single-class (face) SSD detector with keypoints, MediaPipe compatible.
 
-    Built from the ``model`` section of a config (see ``configs/_base_/models/``); ``cfg`` keeps that
-    section so checkpoints can record (and loading can check) the architecture.
+    Args:
+        backbone: images ``[B, 3, H, W]`` -> feature levels (high resolution first).
+        head: feature levels -> ``(regressors [B, A, 4+2K], logits [B, A, 1])``.
+        anchor_generator: ``anchors(size)`` / ``priors(size)`` / ``num_anchors_per_level(size)`` /
+            ``strides_per_level()`` (:class:`blazekit.anchors.SSDAnchorGenerator`).
+        coder, matcher, loss, postprocess: default to MediaPipe's coder, the IoU matcher, the MultiBox loss
+            and MediaPipe's weighted blending.
+        neck: optional module between backbone and head.
+        input_size: (H, W) the model is trained at; ``predict`` letterboxes to it by default.
+        preprocess: ``resize`` / ``normalize`` / ``pad_value`` of ``predict``'s letterbox.
+        cfg: the ``model`` config section this detector was built from (:func:`blazekit.models.build.build_detector`
+            attaches it); checkpoints store it and loading compares architectures with it. None for a
+            detector assembled by hand.
     """
 
-    def __init__(self, backbone: Mapping[str, Any], head: Mapping[str, Any], anchors: Mapping[str, Any],
-                 coder: Optional[Mapping[str, Any]] = None, matcher: Optional[Mapping[str, Any]] = None,
-                 loss: Optional[Mapping[str, Any]] = None, postprocess: Optional[Mapping[str, Any]] = None,
-                 input_size: Union[int, Sequence[int]] = (128, 128), num_keypoints: int = 6,
-                 preprocess: Optional[Mapping[str, Any]] = None, neck: Optional[Mapping[str, Any]] = None,
-                 init: Optional[str] = None) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, anchor_generator: Any, coder: Any = None,
+                 matcher: Any = None, loss: Optional[nn.Module] = None, postprocess: Any = None, *,
+                 neck: Optional[nn.Module] = None, input_size: Union[int, Sequence[int]] = (128, 128),
+                 num_keypoints: int = 6, preprocess: Optional[Mapping[str, Any]] = None,
+                 cfg: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
-        coder = coder or {"type": "MediaPipeCoder"}
-        matcher = matcher or {"type": "IoUMatcher"}
-        loss = loss or {"type": "MultiBoxLoss"}
-        postprocess = postprocess or {"type": "WeightedBlending"}
-        preprocess = {**_DEFAULT_PREPROCESS, **(preprocess or {})}
-        self.cfg: Dict[str, Any] = copy.deepcopy({
-            "type": "BlazeFace", "input_size": list(_size(input_size, "model.input_size")),
-            "num_keypoints": int(num_keypoints), "preprocess": dict(preprocess), "backbone": dict(backbone),
-            **({"neck": dict(neck)} if neck else {}), "head": dict(head), "anchors": dict(anchors),
-            "coder": dict(coder), "matcher": dict(matcher), "loss": dict(loss),
-            "postprocess": dict(postprocess), "init": init})
-        self.input_size: Size = _size(input_size, "model.input_size")
+        self.input_size: Size = as_size(input_size, "model.input_size")
         self.num_keypoints = int(num_keypoints)
-        self.preprocess_cfg = preprocess
-
-        self.backbone = BACKBONES.build(backbone, where="model.backbone")
-        self.neck = (NECKS.build(neck, where="model.neck", in_channels=list(self.backbone.out_channels))
-                     if neck else None)
-        feat = self.neck if self.neck is not None else self.backbone
-        self.anchor_generator = ANCHOR_GENERATORS.build(anchors, where="model.anchors")
-        num_anchors = list(self.anchor_generator.num_anchors_per_level(self.input_size))
-        out_channels = list(feat.out_channels)
-        if len(out_channels) != len(num_anchors):
-            raise ValueError(
-                f"model: the backbone gives {len(out_channels)} feature levels (out_channels={out_channels}, "
-                f"strides={list(getattr(feat, 'strides', []))}) but model.anchors describes {len(num_anchors)} "
-                f"levels (anchors per location {num_anchors}, strides "
-                f"{list(self.anchor_generator.strides_per_level())}); make model.anchors.strides match the backbone")
-        strides = list(getattr(feat, "strides", []))
-        anchor_strides = list(self.anchor_generator.strides_per_level())
-        if strides and strides != anchor_strides:
-            raise ValueError(f"model: backbone strides {strides} differ from the anchor strides {anchor_strides} "
-                             "(model.anchors.strides); every level needs anchors on its own grid")
-        self.strides = strides or anchor_strides
-        self.head = HEADS.build(head, where="model.head", in_channels=out_channels, num_anchors=num_anchors,
-                                num_keypoints=self.num_keypoints)
-        self.coder = BOX_CODERS.build(coder, where="model.coder")
-        self.matcher = MATCHERS.build(matcher, where="model.matcher")
-        self.loss = LOSSES.build(loss, where="model.loss")
-        self.postprocess = POSTPROCESSORS.build(postprocess, where="model.postprocess")
+        self.preprocess_cfg: Dict[str, Any] = {**DEFAULT_PREPROCESS, **(preprocess or {})}
+        self.cfg = cfg
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.anchor_generator = anchor_generator
+        self.coder = coder if coder is not None else MediaPipeCoder()
+        self.matcher = matcher if matcher is not None else IoUMatcher()
+        self.loss = loss if loss is not None else MultiBoxLoss()
+        self.postprocess = postprocess if postprocess is not None else WeightedBlending()
+        self.strides = check_levels(neck if neck is not None else backbone, anchor_generator, self.input_size)
 
         self.check_input_size(self.input_size)
         a, p = self._make_anchors(self.input_size)
@@ -115,7 +116,7 @@ class BlazeFace(nn.Module):
 
     def anchors_for(self, size: Union[int, Sequence[int]]) -> Tuple[Tensor, Tensor]:
         """(anchors, priors) [A, 4] for an input size, on the model's device; cached per size."""
-        size = _size(size, "input_size")
+        size = as_size(size, "input_size")
         if size == self.input_size:
             return self.anchors, self.priors
         key = (size[0], size[1], str(self.anchors.device))
@@ -210,7 +211,7 @@ class BlazeFace(nn.Module):
 
         ``input_size`` defaults to ``model.input_size``; pass the actual size when running at another one.
         """
-        size = self.input_size if input_size is None else _size(input_size, "input_size")
+        size = self.input_size if input_size is None else as_size(input_size, "input_size")
         anchors = self.coding_anchors(size)
         if regressors.shape[-2] != anchors.shape[0]:
             raise ValueError(f"decode: {regressors.shape[-2]} anchors in the outputs but {anchors.shape[0]} for input "
@@ -230,7 +231,7 @@ class BlazeFace(nn.Module):
         in original-image pixels (numpy float32). Letterboxed to ``input_size`` (default ``model.input_size``)."""
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
-        size = self.input_size if input_size is None else _size(input_size, "input_size")
+        size = self.input_size if input_size is None else as_size(input_size, "input_size")
         self.check_input_size(size)
         device = self.anchors.device
         pp = self.preprocess_cfg
@@ -268,49 +269,12 @@ class BlazeFace(nn.Module):
         return results
 
 
-# ---------------------------------------------------------------------- building and weights
-def _model_section(cfg: Union[str, os.PathLike, Mapping[str, Any]]) -> Dict[str, Any]:
-    if isinstance(cfg, (str, os.PathLike)):
-        cfg = config_lib.load(cfg)
-    if not isinstance(cfg, Mapping):
-        raise TypeError(f"build_detector: expected a config path or dict, got {type(cfg).__name__}")
-    if "model" in cfg:
-        model = cfg["model"]
-        if not isinstance(model, Mapping):
-            raise ValueError(f"build_detector: config 'model' must be a mapping, got {type(model).__name__}")
-        return dict(model)
-    if "backbone" in cfg or "type" in cfg:
-        return dict(cfg)
-    raise ValueError(f"build_detector: the config has no 'model' section (keys: {sorted(cfg)})")
+def __getattr__(name: str) -> Any:
+    """``build_detector`` / ``load_weights`` moved to :mod:`blazekit.models.build`; still importable from here."""
+    if name in ("build_detector", "load_weights"):
+        from . import build
+        return getattr(build, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_weights(model: BlazeFace, weights: Union[str, os.PathLike], strict: bool = True) -> Dict[str, List[Any]]:
-    """Load a checkpoint / named weights into ``model`` after checking the architecture matches."""
-    from ..weights import resolve_weights
-
-    path = resolve_weights(weights)
-    ckpt = load_checkpoint(path)
-    check_compatible(ckpt.get("model_cfg"), model.cfg, source=f"weights {os.fspath(weights)!r} ({path})")
-    return load_model_weights(model, ckpt, strict=strict, source=f"weights {os.fspath(weights)!r} ({path})")
-
-
-def build_detector(config_path_or_dict: Union[str, os.PathLike, Mapping[str, Any]],
-                   weights: Optional[Union[str, os.PathLike]] = None, device: Union[str, torch.device] = "cpu"
-                   ) -> nn.Module:
-    """Build the detector of a config file, full config dict or ``model`` section.
-
-    ``weights`` (a named weight or a checkpoint path) is loaded and the model put in eval mode;
-    otherwise ``model.init`` (if set) is loaded and the model stays in train mode (fine-tuning).
-    """
-    model_cfg = _model_section(config_path_or_dict)
-    model_cfg.setdefault("type", "BlazeFace")
-    model = DETECTORS.build(model_cfg, where="model")
-    source = weights if weights is not None else model_cfg.get("init")
-    if source:
-        load_weights(model, source)
-    if weights is not None:
-        model.eval()
-    return model.to(device)
-
-
-__all__ = ["BlazeFace", "build_detector", "load_weights", "CheckpointError"]
+__all__ = ["BlazeFace", "as_size", "check_levels"]

@@ -1,17 +1,17 @@
-"""Lean numpy pre/post-processing around any raw-output runner, for low-latency deployment.
+"""Lean numpy post-processing around any raw-output runner, for low-latency CPU deployment.
 
-At batch 1 BlazeFace's network takes about 1 ms on one CPU core in onnxruntime, and ``detector.predict``'s torch
-pre/post-processing took almost as long again (~1.2 ms: one small torch op costs microseconds, and
-decode touches all 896 anchors). This module does the same work in numpy, faster:
+``detector.predict``'s torch post-processing costs about as much as the network itself at batch 1 (one small
+torch op costs microseconds, and decoding touches every anchor; RESULTS.md has the numbers). Here the same work
+is done in numpy:
 
-- :class:`LeanPreprocessor` letterboxes with the same geometry as :func:`blazekit.preprocess.letterbox`
-  and normalises straight into a preallocated float32 NCHW (or NHWC) buffer;
 - :class:`LeanPostprocessor` thresholds the *logits* first (``p >= t`` iff ``logit >= log(t / (1 - t))``),
   so only the few anchors that can pass are decoded, then runs MediaPipe's weighted blending (or
-  hard NMS) in numpy;
-- :class:`FastDetector` puts them around onnxruntime on the raw ONNX export (or any callable).
+  hard NMS) in numpy -- the one numpy copy of :func:`blazekit.postprocess.suppress`, kept because this path
+  runs without torch ops;
+- :class:`FastDetector` puts it and :class:`~blazekit.deploy.runtime.LeanPreprocessor` around onnxruntime on
+  the raw ONNX export (or any callable).
 
-Results equal ``detector.predict`` to float32 rounding (tested to 1e-3 px in tests/test_export.py).
+Results equal ``detector.predict`` to float32 rounding (tests/test_export.py).
 """
 from __future__ import annotations
 
@@ -21,69 +21,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .preprocess import NORMALIZATIONS, LetterboxInfo, letterbox_geometry, resize_for
+from ..postprocess import postprocess_settings
+from ..preprocess import LetterboxInfo
+from .export import export_onnx
+from .runtime import LeanPreprocessor, onnx_session, preprocessor_for
 
 Detections = Dict[str, np.ndarray]
 RawRunner = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
 
-class LeanPreprocessor:
-    """uint8 HxWx3 RGB images -> normalised float32 batch in a reused buffer, plus :class:`LetterboxInfo` each.
-
-    Identical output to ``np.stack([normalize(letterbox(im)[0]) ...])`` without its temporaries.
-    ``layout`` ``"NCHW"`` (PyTorch / ONNX) or ``"NHWC"`` (TFLite). The returned array is a view of
-    the internal buffer: it is overwritten by the next call.
-    """
-
-    def __init__(self, input_size: Sequence[int], normalize: str = "minus_one_one", pad_value: int = 0,
-                 resize: str = "letterbox", layout: str = "NCHW") -> None:
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(f"LeanPreprocessor: unknown normalize {normalize!r}; expected one of "
-                             f"{sorted(NORMALIZATIONS)}")
-        if resize not in ("letterbox", "stretch"):
-            raise ValueError(f"LeanPreprocessor: unknown resize {resize!r}; expected 'letterbox' or 'stretch'")
-        if layout not in ("NCHW", "NHWC"):
-            raise ValueError(f"LeanPreprocessor: layout must be 'NCHW' or 'NHWC', got {layout!r}")
-        self.size = (int(input_size[0]), int(input_size[1]))
-        self.scale, self.offset = NORMALIZATIONS[normalize]
-        self.resize, self.layout = resize, layout
-        # the pad value goes through the same float32 arithmetic as the pixels
-        self.pad = np.float32(np.float32(pad_value) * np.float32(self.scale) + np.float32(self.offset))
-        self._buf = np.empty((0,), np.float32)
-
-    def _buffer(self, n: int) -> np.ndarray:
-        h, w = self.size
-        shape = (n, 3, h, w) if self.layout == "NCHW" else (n, h, w, 3)
-        if self._buf.size < n * 3 * h * w:
-            self._buf = np.empty(n * 3 * h * w, np.float32)
-        return self._buf[:n * 3 * h * w].reshape(shape)
-
-
-    def __call__(self, images: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[LetterboxInfo]]:
-        out = self._buffer(len(images))
-        infos = []
-        for i, img in enumerate(images):
-            if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise ValueError(f"image {i}: expected an HxWx3 uint8 RGB numpy array, got "
-                                 f"{getattr(img, 'shape', type(img).__name__)} {getattr(img, 'dtype', '')}")
-            h, w = img.shape[:2]
-            scale, nw, nh, x0, y0 = letterbox_geometry(h, w, self.size, self.resize)
-            resized = resize_for(img, nw, nh, scale)
-            dst = out[i]
-            if (nw, nh) != (self.size[1], self.size[0]):
-                dst.fill(self.pad)
-            if self.layout == "NCHW":
-                region, src = dst[:, y0:y0 + nh, x0:x0 + nw], resized.transpose(2, 0, 1)
-            else:
-                region, src = dst[y0:y0 + nh, x0:x0 + nw], resized
-            np.multiply(src, np.float32(self.scale), out=region, dtype=np.float32)
-            region += np.float32(self.offset)
-            infos.append(LetterboxInfo(scale=scale, pad_x=float(x0), pad_y=float(y0), orig_h=h, orig_w=w))
-        return out, infos
-
-
 def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box with boxes [M, 4]; 0 when the union is empty (as blazekit.matcher.batched_box_iou)."""
+    """IoU of one xyxy box with boxes [M, 4]; 0 when the union is empty, flipped boxes empty.
+
+    A numpy copy of :func:`blazekit.boxes.box_iou` on purpose: this path runs without torch ops."""
     lt = np.maximum(box[:2], boxes[:, :2])
     rb = np.minimum(box[2:], boxes[:, 2:])
     wh = np.clip(rb - lt, 0, None)
@@ -115,8 +65,6 @@ class LeanPostprocessor:
 
     @classmethod
     def from_detector(cls, detector: Any, input_size: Optional[Sequence[int]] = None) -> "LeanPostprocessor":
-        from .postprocess import postprocess_settings
-
         coder = detector.coder
         if type(coder).__name__ != "MediaPipeCoder" or getattr(coder, "uses_priors", False):
             raise ValueError(f"LeanPostprocessor supports MediaPipeCoder only, not {type(coder).__name__}; "
@@ -229,8 +177,6 @@ class FastDetector:
         ``input_size`` (H, W) runs the network at another size than ``detector.input_size`` (it is fully
         convolutional), like ``detector.predict(..., input_size=...)``.
         """
-        from .export import export_onnx
-
         size = tuple(int(s) for s in (input_size or detector.input_size))
         LeanPostprocessor.from_detector(detector, size)  # refuses unsupported coders before exporting
         return cls.from_onnx(detector, export_onnx(detector, onnx_path, input_size=size), threads,
@@ -240,8 +186,6 @@ class FastDetector:
     def from_onnx(cls, detector: Any, onnx_path: Union[str, os.PathLike], threads: Optional[int] = None,
                   micro_batch: int = 1, input_size: Optional[Sequence[int]] = None) -> "FastDetector":
         """Run an existing raw ONNX export of ``detector`` (at ``input_size``) with lean pre/post."""
-        from .export import onnx_session
-
         size = tuple(int(s) for s in (input_size or detector.input_size))
         post = LeanPostprocessor.from_detector(detector, size)
         session = onnx_session(onnx_path, threads)
@@ -259,8 +203,8 @@ class FastDetector:
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
         out: List[Detections] = []
-        # stage by stage over chunks: back-to-back network calls keep the weights in cache (64 frames: 4-10 %
-        # faster than pre/net/post per image); the chunk bounds the float buffer (64 x 128 x 128 x 3 = 12.6 MB)
+        # stage by stage over chunks: back-to-back network calls keep the weights in cache (faster than
+        # pre/net/post per image); the chunk bounds the float buffer (64 x 128 x 128 x 3 floats = 12.6 MB)
         chunk = max(self.CHUNK, self.micro_batch)
         for start in range(0, len(images), chunk):
             x, infos = self.pre(images[start:start + chunk])
@@ -275,13 +219,4 @@ class FastDetector:
         return out
 
 
-def preprocessor_for(detector: Any, layout: str = "NCHW", input_size: Optional[Sequence[int]] = None
-                     ) -> LeanPreprocessor:
-    """A :class:`LeanPreprocessor` with ``detector``'s ``preprocess`` settings and input size (or ``input_size``)."""
-    pp = getattr(detector, "preprocess_cfg", {}) or {}
-    return LeanPreprocessor(input_size or detector.input_size, normalize=pp.get("normalize", "minus_one_one"),
-                            pad_value=int(pp.get("pad_value", 0)), resize=pp.get("resize", "letterbox"),
-                            layout=layout)
-
-
-__all__ = ["LeanPreprocessor", "LeanPostprocessor", "FastDetector", "preprocessor_for"]
+__all__ = ["FastDetector", "LeanPostprocessor", "LeanPreprocessor", "preprocessor_for"]

@@ -9,9 +9,8 @@ each widening shortcut that is left into a concatenation,
 
     relu(pw(h) + pad(x)) == cat(relu(pw[:C](h) + x), relu(pw[C:](h))),
 
-so the graph holds no channel Pad at all. On the MediaPipe front model at batch 1, 1 thread (AVX-512)
-this took onnxruntime from 1.56 ms to 1.03 ms (interleaved A/B) although it adds multiply-adds; multiples of
-8 and 32 gave 1.37 and 1.12 ms. ``benchmarks/latency.py`` keeps measuring it (the ``MP-w`` rows).
+so the graph holds no channel Pad at all. This makes onnxruntime faster although it adds multiply-adds
+(RESULTS.md has the A/B over multiples; ``benchmarks/latency.py`` keeps measuring it, the ``MP-w`` rows).
 Outputs equal the original's up to float summation order (checked when aligning). Inference only:
 the widened model is built from a BN-folded copy and has nothing to train.
 """
@@ -24,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.backbones import BlazeBackbone
-from .models.blocks import BlazeBlock, ConvBN
-from .models.heads import SSDHead
+from ..models.backbones import BlazeBackbone
+from ..models.blocks import BlazeBlock, ConvBN
+from ..models.heads import SSDHead
+from .fuse import count_batchnorm, fuse_bn
 
 #: onnxruntime's NCHWc block on AVX-512 (AVX2 uses 8, which 16 is a multiple of).
 DEFAULT_MULTIPLE = 16
@@ -62,7 +62,7 @@ def pad_conv(conv: nn.Conv2d, out_channels: int, in_channels: int) -> nn.Conv2d:
 
 def _pad_unit(unit: ConvBN, out_channels: int, in_channels: int) -> None:
     if not isinstance(unit.bn, nn.Identity):
-        raise ValueError("align_channels needs BatchNorm folded first (blazekit.export.fuse_bn)")
+        raise ValueError("align_channels needs BatchNorm folded first (blazekit.deploy.fuse.fuse_bn)")
     unit.conv = pad_conv(unit.conv, out_channels, in_channels)
 
 
@@ -139,8 +139,6 @@ def align_channels(detector: nn.Module, multiple: int = DEFAULT_MULTIPLE, verify
     Detectors without a ``BlazeBackbone`` come back folded but otherwise unchanged. ``verify`` compares
     ``raw`` outputs on a random input and raises if they differ beyond float rounding.
     """
-    from .export import count_batchnorm, fuse_bn
-
     if multiple < 1:
         raise ValueError(f"align_channels: multiple must be >= 1, got {multiple}")
     model = fuse_bn(detector) if count_batchnorm(detector) else copy.deepcopy(detector).eval()

@@ -1,0 +1,30 @@
+"""Deployment: BatchNorm folding, ONNX export, onnxruntime and the numpy fast path.
+
+Modules depend one way (no circle), and nothing in ``blazekit.models`` or the engine imports them:
+
+- ``fuse``: :func:`fuse_bn` folds BatchNorm into the convolutions (fast eager inference, export);
+- ``channel_align``: :func:`align_channels` widens a BN-folded model to SIMD-friendly channel counts;
+- ``export``: :func:`export_onnx` (raw outputs, or post-processing inside the graph);
+- ``runtime``: :func:`onnx_session`, :func:`verify_onnx`, :class:`LeanPreprocessor`, :class:`OnnxDetector`;
+- ``fastpath``: :class:`LeanPostprocessor` (numpy) and :class:`FastDetector` around any raw-output runner.
+
+``fuse <- channel_align <- export <- runtime <- fastpath``. The names below load their module on first use,
+so ``import blazekit.deploy`` stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOME = {"fuse_bn": "fuse", "count_batchnorm": "fuse", "align_channels": "channel_align",
+         "export_onnx": "export", "onnx_session": "runtime", "verify_onnx": "runtime",
+         "LeanPreprocessor": "runtime", "OnnxDetector": "runtime", "preprocessor_for": "runtime",
+         "LeanPostprocessor": "fastpath", "FastDetector": "fastpath"}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,113 @@
+"""Config -> detector: registry look-ups, head sizing and weight loading.
+
+The one place that knows both the config schema and :class:`~blazekit.models.detector.BlazeFace`'s parts. The
+head's sizes are derived here (``in_channels`` from the backbone or neck, ``num_anchors`` from the anchor
+generator) so they can never disagree with the rest of the config. Importing this module registers the
+built-in parts and the ``BlazeFace`` entry of ``DETECTORS``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .. import anchors as _anchors, coder as _coder, losses as _losses, matcher as _matcher  # noqa: F401
+from .. import postprocess as _postprocess  # noqa: F401  (the imports above and here register the built-ins)
+from .. import config as config_lib
+from ..checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights
+from ..registry import (ANCHOR_GENERATORS, BACKBONES, BOX_CODERS, DETECTORS, HEADS, LOSSES, MATCHERS, NECKS,
+                        POSTPROCESSORS)
+from . import backbones as _backbones, heads as _heads  # noqa: F401
+from .detector import DEFAULT_PREPROCESS, BlazeFace, as_size, check_levels
+
+PathLike = Union[str, os.PathLike]
+
+
+@DETECTORS.register("BlazeFace")
+def blazeface_from_config(backbone: Mapping[str, Any], head: Mapping[str, Any], anchors: Mapping[str, Any],
+                          coder: Optional[Mapping[str, Any]] = None, matcher: Optional[Mapping[str, Any]] = None,
+                          loss: Optional[Mapping[str, Any]] = None, postprocess: Optional[Mapping[str, Any]] = None,
+                          input_size: Union[int, Sequence[int]] = (128, 128), num_keypoints: int = 6,
+                          preprocess: Optional[Mapping[str, Any]] = None, neck: Optional[Mapping[str, Any]] = None,
+                          init: Optional[str] = None) -> BlazeFace:
+    """The ``model`` section's keys -> a :class:`BlazeFace` with ``cfg`` set (``init`` is recorded, not loaded:
+    :func:`build_detector` loads it)."""
+    coder = coder or {"type": "MediaPipeCoder"}
+    matcher = matcher or {"type": "IoUMatcher"}
+    loss = loss or {"type": "MultiBoxLoss"}
+    postprocess = postprocess or {"type": "WeightedBlending"}
+    preprocess = {**DEFAULT_PREPROCESS, **(preprocess or {})}
+    size = as_size(input_size, "model.input_size")
+    k = int(num_keypoints)
+    cfg: Dict[str, Any] = copy.deepcopy({
+        "type": "BlazeFace", "input_size": list(size), "num_keypoints": k, "preprocess": dict(preprocess),
+        "backbone": dict(backbone), **({"neck": dict(neck)} if neck else {}), "head": dict(head),
+        "anchors": dict(anchors), "coder": dict(coder), "matcher": dict(matcher), "loss": dict(loss),
+        "postprocess": dict(postprocess), "init": init})
+
+    body = BACKBONES.build(backbone, where="model.backbone")
+    neck_module = (NECKS.build(neck, where="model.neck", in_channels=list(body.out_channels)) if neck else None)
+    features = neck_module if neck_module is not None else body
+    generator = ANCHOR_GENERATORS.build(anchors, where="model.anchors")
+    check_levels(features, generator, size)
+    head_module = HEADS.build(head, where="model.head", in_channels=list(features.out_channels),
+                              num_anchors=list(generator.num_anchors_per_level(size)), num_keypoints=k)
+    return BlazeFace(body, head_module, generator,
+                     coder=BOX_CODERS.build(coder, where="model.coder"),
+                     matcher=MATCHERS.build(matcher, where="model.matcher"),
+                     loss=LOSSES.build(loss, where="model.loss"),
+                     postprocess=POSTPROCESSORS.build(postprocess, where="model.postprocess"),
+                     neck=neck_module, input_size=size, num_keypoints=k, preprocess=preprocess, cfg=cfg)
+
+
+def model_section(cfg: Union[PathLike, Mapping[str, Any]]) -> Dict[str, Any]:
+    """A config file, full config dict or ``model`` section -> the ``model`` section (a copy)."""
+    if isinstance(cfg, (str, os.PathLike)):
+        cfg = config_lib.load(cfg)
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"build_detector: expected a config path or dict, got {type(cfg).__name__}")
+    if "model" in cfg:
+        model = cfg["model"]
+        if not isinstance(model, Mapping):
+            raise ValueError(f"build_detector: config 'model' must be a mapping, got {type(model).__name__}")
+        return dict(model)
+    if "backbone" in cfg or "type" in cfg:
+        return dict(cfg)
+    raise ValueError(f"build_detector: the config has no 'model' section (keys: {sorted(cfg)})")
+
+
+def load_weights(model: nn.Module, weights: PathLike, strict: bool = True) -> Dict[str, List[Any]]:
+    """Load a checkpoint / named weights into ``model``, first checking the architecture matches ``model.cfg``
+    (a detector assembled by hand has none: then only the strict tensor check applies)."""
+    from ..weights import resolve_weights
+
+    path = resolve_weights(weights)
+    source = f"weights {os.fspath(weights)!r} ({path})"
+    ckpt = load_checkpoint(path)
+    if getattr(model, "cfg", None) is not None:
+        check_compatible(ckpt.get("model_cfg"), model.cfg, source=source)
+    return load_model_weights(model, ckpt, strict=strict, source=source)
+
+
+def build_detector(config_or_path: Union[PathLike, Mapping[str, Any]], weights: Optional[PathLike] = None,
+                   device: Union[str, torch.device] = "cpu") -> nn.Module:
+    """Build the detector of a config file, full config dict or ``model`` section.
+
+    ``weights`` (a named weight or a checkpoint path) is loaded and the model put in eval mode;
+    otherwise ``model.init`` (if set) is loaded and the model stays in train mode (fine-tuning).
+    """
+    model_cfg = model_section(config_or_path)
+    model_cfg.setdefault("type", "BlazeFace")
+    model = DETECTORS.build(model_cfg, where="model")
+    source = weights if weights is not None else model_cfg.get("init")
+    if source:
+        load_weights(model, source)
+    if weights is not None:
+        model.eval()
+    return model.to(device)
+
+
+__all__ = ["blazeface_from_config", "build_detector", "load_weights", "model_section", "CheckpointError"]
