@@ -20,7 +20,7 @@ from .. import config as config_lib
 from ..checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights
 from ..registry import (ANCHOR_GENERATORS, BACKBONES, BOX_CODERS, DETECTORS, HEADS, LOSSES, MATCHERS, NECKS,
                         POSTPROCESSORS)
-from . import backbones as _backbones, heads as _heads  # noqa: F401
+from . import backbones as _backbones, full_range as _full_range, heads as _heads  # noqa: F401
 from .detector import DEFAULT_PREPROCESS, BlazeFace, as_size, check_levels
 
 PathLike = Union[str, os.PathLike]
