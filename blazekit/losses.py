@@ -64,7 +64,8 @@ class MultiBoxLoss(nn.Module):
             regressors: [B, A, 4+2K] raw head outputs.
             matches: [B, A] long from the matcher (>=0 positive, -1 negative, -2 ignored).
             targets: [B, A, 4+2K] encoded ground truth of each anchor's matched face (any value elsewhere).
-            keypoints_visible: [B, A, K] bool, which target keypoints exist (None: all do).
+            keypoints_visible: [B, A, K] bool, which target keypoints exist (None: all do), or float weights
+                per keypoint (0 = no target; the detector weights keypoints distilled from a teacher this way).
             scale: divisor broadcastable to [B, A, 4+2K] (the coder's ``loss_scale``), None = 1.
         """
         logits = logits.reshape(matches.shape)
@@ -89,9 +90,9 @@ class MultiBoxLoss(nn.Module):
         if k > 0:
             kdiff = diff[..., 4:].reshape(*diff.shape[:-1], k, 2).sum(-1)  # [B, A, K]
             mask = positive[..., None].expand_as(kdiff)
-            if keypoints_visible is not None:
-                mask = mask & keypoints_visible.to(torch.bool).reshape(mask.shape)
-            loss_kpt = torch.where(mask, kdiff, zero).sum() / denom
+            weight = (keypoints_visible.reshape(mask.shape).to(kdiff.dtype) if keypoints_visible is not None
+                      else torch.ones_like(kdiff))
+            loss_kpt = torch.where(mask, kdiff * weight, zero).sum() / denom
         else:
             loss_kpt = diff.new_zeros(())
         terms = {"loss_cls": self.cls_weight * loss_cls, "loss_box": self.box_weight * loss_box,

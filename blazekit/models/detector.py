@@ -143,19 +143,28 @@ class BlazeFace(nn.Module):
             feats = self.neck(feats)
         return self.head(feats)
 
-    def forward(self, images: Tensor, targets: Optional[Sequence[Mapping[str, Any]]] = None
+    def forward(self, images: Tensor, targets: Optional[Sequence[Mapping[str, Any]]] = None,
+                teacher_regressors: Optional[Tensor] = None, teacher_weight: float = 1.0
                 ) -> Union[Tuple[Tensor, Tensor], Dict[str, Tensor]]:
-        """Without targets: :meth:`raw`. With targets (collated list): the loss dict."""
+        """Without targets: :meth:`raw`. With targets (collated list): the loss dict (see :meth:`compute_loss`)."""
         if targets is None:
             return self.raw(images)
         if len(targets) != images.shape[0]:
             raise ValueError(f"BlazeFace: {images.shape[0]} images but {len(targets)} targets")
         regressors, logits = self.raw(images)
-        return self.compute_loss(regressors, logits, targets, (int(images.shape[-2]), int(images.shape[-1])))
+        return self.compute_loss(regressors, logits, targets, (int(images.shape[-2]), int(images.shape[-1])),
+                                 teacher_regressors=teacher_regressors, teacher_weight=teacher_weight)
 
     def compute_loss(self, regressors: Tensor, logits: Tensor, targets: Sequence[Mapping[str, Any]],
-                     size: Size) -> Dict[str, Tensor]:
-        """Match, encode and score. Target boxes / keypoints are in input pixels; normalised here."""
+                     size: Size, teacher_regressors: Optional[Tensor] = None, teacher_weight: float = 1.0
+                     ) -> Dict[str, Tensor]:
+        """Match, encode and score. Target boxes / keypoints are in input pixels; normalised here.
+
+        ``teacher_regressors`` [B, A, 4+2K] (a frozen starting model's raw outputs on the same images) are the
+        keypoint targets of every anchor matched to a face whose keypoints are not labelled: box-only data then
+        keeps the keypoints the model started with instead of letting them drift (self-distillation). Their
+        loss terms are multiplied by ``teacher_weight``.
+        """
         h, w = size
         dev, dt = regressors.device, regressors.dtype
         anchors, priors = self.anchors_for(size)
@@ -189,6 +198,12 @@ class BlazeFace(nn.Module):
         gt_kpts = torch.gather(kp_pad, 1, idx[..., None, None].expand(-1, -1, k, 2))
         gt_vis = torch.gather(vis_pad, 1, idx[..., None].expand(-1, -1, k))
         encoded = self.coder.encode(gt_boxes, gt_kpts, self.coding_anchors(size), input_size=size)
+        if teacher_regressors is not None and k > 0:
+            learn = (matches >= 0)[..., None] & ~gt_vis  # [B, A, K]: matched anchors, unlabelled keypoints
+            taught = teacher_regressors.detach()[..., 4:].reshape(*learn.shape, 2).to(encoded.dtype)
+            kp = torch.where(learn[..., None], taught, encoded[..., 4:].reshape(*learn.shape, 2))
+            encoded = torch.cat([encoded[..., :4], kp.flatten(-2)], dim=-1)
+            gt_vis = torch.where(learn, encoded.new_tensor(float(teacher_weight)), gt_vis.to(encoded.dtype))
         scale = self.coder.loss_scale(anchors, priors, input_size=size)
         return self.loss(logits, regressors, matches, encoded, gt_vis, scale)
 
