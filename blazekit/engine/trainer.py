@@ -214,16 +214,25 @@ def _to_device(targets: List[Dict[str, Any]], device: torch.device) -> List[Dict
 
 
 def capture_rng_state() -> Dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy, torch (and CUDA) RNG states as tensors and plain types: loadable with weights_only."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: Dict[str, Any] = {
+        "python": {"version": int(version), "state": list(mt), "gauss": gauss},
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
     return state
 
 
 def restore_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"].cpu() if torch.is_tensor(state["torch"]) else state["torch"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         with contextlib.suppress(Exception):
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -486,11 +495,11 @@ class Trainer:
             return None
         ckpt = {
             "state_dict": self.deploy_state_dict(),
-            "model_cfg": copy.deepcopy(unwrap(self.model).cfg),
+            "model_cfg": config_lib.plain(unwrap(self.model).cfg),
             "meta": {"epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "global_step": self.global_step,
                      "metrics": dict(metrics or {}), "ema": self.ema is not None, "seed": self.seed,
-                     "config": copy.deepcopy(self.cfg), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                     "torch": torch.__version__},
+                     "config": config_lib.plain(self.cfg), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                     "torch": str(torch.__version__)},
             "train_state": {
                 "model": unwrap(self.model).state_dict(),
                 "optimizer": self.optimizer.state_dict(),
