@@ -235,19 +235,25 @@ def load_model_weights(model: nn.Module, ckpt: Mapping[str, Any], strict: bool =
     report: Dict[str, List[Any]] = {"loaded": loaded, "missing": missing, "unexpected": unexpected,
                                     "shape_mismatch": mismatch}
     if strict and (missing or unexpected or mismatch):
-        lines = []
-        if mismatch:
-            shown = ", ".join(f"{k} {a} (checkpoint) vs {b} (model)" for k, a, b in mismatch[:10])
-            lines.append("shape mismatch: " + shown
-                         + (f" ... (+{len(mismatch) - 10})" if len(mismatch) > 10 else ""))
-        for name, keys in (("missing in checkpoint", missing), ("unexpected in checkpoint", unexpected)):
-            if keys:
-                lines.append(f"{name} ({len(keys)}): " + ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else ""))
-        raise CheckpointError(f"{source} does not fit the model (strict=True):\n  " + "\n  ".join(lines))
+        raise CheckpointError(f"{source} does not fit the model (strict=True):\n  " + "\n  ".join(misfit_lines(report)))
     with torch.no_grad():
         for k in loaded:
             own[k].copy_(state[k])
     return report
+
+
+def misfit_lines(report: Mapping[str, List[Any]]) -> List[str]:
+    """What did not load, from a :func:`load_model_weights` report: shape mismatches, missing, unexpected keys."""
+    lines = []
+    mismatch = report["shape_mismatch"]
+    if mismatch:
+        shown = ", ".join(f"{k} {a} (checkpoint) vs {b} (model)" for k, a, b in mismatch[:10])
+        lines.append(f"shape mismatch ({len(mismatch)}): " + shown
+                     + (f" ... (+{len(mismatch) - 10})" if len(mismatch) > 10 else ""))
+    for name, keys in (("missing in checkpoint", report["missing"]), ("unexpected in checkpoint", report["unexpected"])):
+        if keys:
+            lines.append(f"{name} ({len(keys)}): " + ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else ""))
+    return lines
 
 
 def model_checkpoint(model: nn.Module, meta: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:

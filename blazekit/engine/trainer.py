@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import fnmatch
+import functools
 import math
 import os
 import random
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -29,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .. import config as config_lib
 from ..config import expand_env
 from . import distributed as dist_utils
-from ..checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
+from ..checkpoint import (CheckpointError, architecture_diff, check_compatible, copy_checkpoint, load_checkpoint,
+                          load_model_weights, misfit_lines, nonfinite_tensors, remove_partial_writes, save_checkpoint)
 from .ema import ModelEMA, unwrap
 from .logger import RunLogger
 from .optim import build_lr_scheduler, build_optimizer, freeze_parameters, frozen_norm_modules
@@ -60,7 +64,19 @@ TRAIN_DEFAULTS: Dict[str, Any] = {
     "work_dir": None,
     "progress_bar": True,
     "tensorboard": True,
+    "init_strict": True,            # model.init must fit exactly (false: load the tensors that fit, log the rest)
 }
+
+#: config keys that may change on ``--resume`` (fnmatch patterns): they change how long, how often and how
+#: verbosely the run goes on, or where and how fast data is read, never the optimisation itself. Any other
+#: difference (lr, freeze, schedule, data, seed, model) would silently make the resumed run another
+#: experiment, or fail deep inside the optimizer, so it is refused with the keys named.
+RESUME_SAFE_KEYS = (
+    "train.epochs", "train.val_interval", "train.val_vis", "train.val_before_train", "train.checkpoint_interval",
+    "train.log_interval", "train.progress_bar", "train.tensorboard", "train.work_dir", "train.max_nonfinite_steps",
+    "train.init_strict", "model.init", "data.*.num_workers", "data.*.pin_memory", "data.*.persistent_workers",
+    "data.*.prefetch_factor", "data.val.batch_size", "_source_", "imports",
+)
 
 WIDER_HINT = (
     "WIDER FACE is expected at {root} with WIDER_train/images, WIDER_val/images and wider_face_split/ inside. "
@@ -244,12 +260,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_pretrained(model: nn.Module, init: str, log: Any = None) -> Dict[str, List[Any]]:
-    """Load a named or path checkpoint into ``model`` where names and shapes match; report the rest.
+def load_pretrained(model: nn.Module, init: str, log: Any = None, strict: bool = True) -> Dict[str, List[Any]]:
+    """Load a named or path checkpoint into ``model`` (``model.init``); the report is logged.
 
-    Unlike ``build_detector(weights=...)`` this is not strict: a changed head (another anchor count,
-    other keypoints) is fine-tuned from the tensors that still fit instead of failing, and the report
-    (``loaded`` / ``missing`` / ``unexpected`` / ``shape_mismatch``) is logged so nothing is silent.
+    ``strict`` (``train.init_strict``, default) refuses a checkpoint that does not fit exactly, like
+    ``--weights``: a :class:`CheckpointError` lists the architecture differences and the missing,
+    unexpected and mis-shaped tensors. With ``strict=False`` the tensors that fit are loaded (a backbone
+    into a model with a new head) and the report (``loaded`` / ``missing`` / ``unexpected`` /
+    ``shape_mismatch``) says what was left out.
     """
     from ..weights import resolve_weights
 
@@ -258,7 +276,13 @@ def load_pretrained(model: nn.Module, init: str, log: Any = None) -> Dict[str, L
     except FileNotFoundError as exc:
         raise TrainingError(f"model.init: {exc}") from None
     ckpt = load_checkpoint(path)
-    report = load_model_weights(unwrap(model), ckpt, strict=False, source=f"model.init {init!r} ({path})")
+    source = f"model.init {init!r} ({path})"
+    report = load_model_weights(unwrap(model), ckpt, strict=False, source=source)
+    arch = architecture_diff(ckpt.get("model_cfg"), unwrap(model).cfg)
+    if strict and (arch or report["missing"] or report["unexpected"] or report["shape_mismatch"]):
+        lines = [f"architecture {a}" for a in arch] + misfit_lines(report)
+        raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(lines) + "\nUse the matching "
+                              "config, or set train.init_strict: false to load only the tensors that fit.")
     if log is not None:
         total = len(unwrap(model).state_dict())
         mism = [f"{k} {a}->{b}" for k, a, b in report["shape_mismatch"]]
@@ -266,6 +290,27 @@ def load_pretrained(model: nn.Module, init: str, log: Any = None) -> Dict[str, L
                  "shape mismatch %d%s", init, path, len(report["loaded"]), total, len(report["missing"]),
                  _few(report["missing"]), len(report["unexpected"]), _few(report["unexpected"]), len(mism), _few(mism))
     return report
+
+
+def config_diff(old: Any, new: Any, prefix: str = "") -> List[str]:
+    """Dotted keys where two plain config trees differ (a key on one side only counts), with both values."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: List[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            key = f"{prefix}.{k}" if prefix else str(k)
+            out += config_diff(old.get(k, "<unset>"), new.get(k, "<unset>"), key)
+        return out
+    if (isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool)
+            and not isinstance(new, bool)):
+        return [] if float(old) == float(new) else [f"{prefix}: checkpoint {old!r} vs config {new!r}"]
+    return [] if old == new else [f"{prefix}: checkpoint {old!r} vs config {new!r}"]
+
+
+def resume_config_changes(ckpt_cfg: Mapping[str, Any], cfg: Mapping[str, Any]) -> List[str]:
+    """The differences of :func:`config_diff` outside :data:`RESUME_SAFE_KEYS`."""
+    diffs = config_diff(config_lib.plain(ckpt_cfg), config_lib.plain(cfg))
+    return [d for d in diffs if not any(fnmatch.fnmatchcase(d.split(":", 1)[0], pat) or
+                                        d.startswith(pat + ".") for pat in RESUME_SAFE_KEYS)]
 
 
 def _few(names: List[str], n: int = 5) -> str:
@@ -308,6 +353,11 @@ class Trainer:
         self.tcfg["work_dir"] = str(self.work_dir)
         self.logger = RunLogger(self.work_dir, enabled=self.is_main, tensorboard=bool(self.tcfg["tensorboard"]))
         log = self.logger
+        if self.is_main:
+            removed = remove_partial_writes(self.work_dir)
+            if removed:
+                log.info("removed %d partial checkpoint file(s) left by an interrupted write in %s", removed,
+                         self.work_dir)
 
         check_dataset_paths(cfg, splits=("train", "val") if self._has_val() else ("train",))
         seed_everything(self.seed)
@@ -382,7 +432,7 @@ class Trainer:
         model = build_detector(model_cfg, device=str(self.device))
         self.init_report: Optional[Dict[str, List[str]]] = None
         if init:
-            self.init_report = load_pretrained(model, init, self.logger)
+            self.init_report = load_pretrained(model, init, self.logger, strict=bool(self.tcfg["init_strict"]))
         frozen = freeze_parameters(model, self.tcfg["freeze"])
         if frozen:
             self.logger.info("frozen %d parameter tensors matching %s", len(frozen), self.tcfg["freeze"])
@@ -460,6 +510,12 @@ class Trainer:
             check_compatible(ckpt.get("model_cfg"), unwrap(self.model).cfg, source=f"--resume {path}")
         except CheckpointError as exc:
             raise TrainingError(f"cannot resume: {exc}") from None
+        saved_cfg = (ckpt.get("meta") or {}).get("config")
+        changed = resume_config_changes(saved_cfg, self.cfg) if saved_cfg is not None else []
+        if changed:
+            raise TrainingError(f"cannot resume from {path}: the config differs from the one it was trained with:\n  "
+                                + "\n  ".join(changed) + "\nResume with the same config (keys that may change: "
+                                + ", ".join(RESUME_SAFE_KEYS) + "), or start a new run from it with model.init.")
         st = ckpt["train_state"]
         self.model.load_state_dict(st["model"])
         self.optimizer.load_state_dict(st["optimizer"])
@@ -489,7 +545,26 @@ class Trainer:
         """The weights to evaluate and ship: the EMA when enabled, else the trained model."""
         return (self.ema.module if self.ema is not None else unwrap(self.model)).state_dict()
 
+    def _where(self) -> str:
+        """The position as the log lines write it: 'epoch 2/5 iteration 3/4 (global step 7)'."""
+        ep, it = ((self.epoch, self.iters_per_epoch) if self.iter_in_epoch == 0 and self.global_step > 0
+                  else (self.epoch + 1, self.iter_in_epoch))
+        return f"epoch {ep}/{self.epochs} iteration {it}/{self.iters_per_epoch} (global step {self.global_step})"
+
+    def check_finite(self) -> None:
+        """Stop with :class:`TrainingError` when the model or EMA weights hold NaN/Inf (diverged): called before
+        validation and before every checkpoint write, so last.pt/best.pt keep the last finite state."""
+        bad = nonfinite_tensors(unwrap(self.model).state_dict())
+        if self.ema is not None:
+            bad += [f"ema.{k}" for k in nonfinite_tensors(self.ema.module.state_dict())]
+        if bad:
+            raise TrainingError(
+                f"training diverged: non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) "
+                f"at {self._where()}; last.pt/best.pt were not overwritten and keep the last finite state. "
+                f"Lower train.optimizer.lr (now {self.tcfg['optimizer'].get('lr')}) or set train.clip_grad_norm.")
+
     def save_checkpoint(self, name: str = "last.pt", metrics: Optional[Mapping[str, Any]] = None) -> Optional[Path]:
+        self.check_finite()
         rngs = self._gather_rng()
         if not self.is_main:
             return None
@@ -535,8 +610,13 @@ class Trainer:
             n_vis = int(self.tcfg["val_vis"] or 0)
             vis_dir = self.work_dir / "vis" / f"epoch_{self.epoch:03d}" if n_vis > 0 else None
             # the evaluator sets eval mode / no_grad and restores the model's mode itself
-            metrics = _floats(evaluate(net, self.cfg, split="val", progress=bool(self.tcfg["progress_bar"]),
-                                       vis_dir=vis_dir, num_vis=n_vis))
+            run = functools.partial(evaluate, net, self.cfg, split="val", progress=bool(self.tcfg["progress_bar"]))
+            try:
+                metrics = _floats(run(vis_dir=vis_dir, num_vis=n_vis))
+            except cv2.error as exc:  # boxes beyond int32 from blown-up (finite) weights: validate, do not draw
+                self.logger.warning("drawing validation images failed at %s (%s); the weights have probably "
+                                    "blown up: validating without drawing", self._where(), str(exc).splitlines()[0])
+                metrics = _floats(run(vis_dir=None, num_vis=0))
         metrics = dist_utils.broadcast_object(metrics)
         key = self.tcfg["val_metric"]
         if key not in metrics:
@@ -550,6 +630,7 @@ class Trainer:
         return value > self.best_metric if self.tcfg["val_mode"] == "max" else value < self.best_metric
 
     def _validate_and_checkpoint(self) -> None:
+        self.check_finite()
         metrics: Dict[str, float] = {}
         interval = int(self.tcfg["val_interval"])
         last = self.epoch >= self.epochs
@@ -566,11 +647,7 @@ class Trainer:
                              f"  (best {key}={self.best_metric:.4f} at epoch {self.best_epoch})")
             self.save_checkpoint("last.pt", metrics)
             if improved and self.is_main:
-                import shutil
-
-                tmp = self.work_dir / ".best.pt.tmp"
-                shutil.copyfile(self.work_dir / "last.pt", tmp)
-                os.replace(tmp, self.work_dir / "best.pt")
+                copy_checkpoint(self.work_dir / "last.pt", self.work_dir / "best.pt")
         else:
             self.save_checkpoint("last.pt", metrics)
         if self.is_main:
