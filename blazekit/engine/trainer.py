@@ -42,7 +42,7 @@ from .optim import build_lr_scheduler, build_optimizer, freeze_parameters, froze
 TRAIN_DEFAULTS: Dict[str, Any] = {
     "epochs": 1,
     "optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True},
-    "lr_scheduler": {"type": "ConstantLR"},
+    "lr_scheduler": {"type": "Constant"},
     "no_decay_norm_bias": True,     # no weight decay on BN weights and biases
     "clip_grad_norm": None,         # max global grad norm, or null
     "amp": None,                    # null | fp16 | bf16 (CUDA only; ignored with a note on CPU)
