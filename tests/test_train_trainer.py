@@ -12,8 +12,9 @@ from test_train_support import REPO, SyntheticFaces, tiny_cfg
 
 from blazekit.config import ConfigError
 from blazekit.engine.logger import read_metrics
-from blazekit.engine.trainer import (DatasetNotFoundError, EpochSampler, SeededDataset, Trainer, TrainingError,
-                                     check_dataset_paths)
+from blazekit.data.loader import DatasetNotFoundError, check_dataset_paths
+from blazekit.data.sampler import EpochSampler, SeededDataset
+from blazekit.engine.trainer import Trainer, TrainingError
 
 
 def test_tiny_run_lowers_loss_and_writes_every_output(tmp_path):
