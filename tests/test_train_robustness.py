@@ -107,3 +107,54 @@ def test_leftover_temp_files_are_removed_at_start(tmp_path):
     Trainer(str(tiny_cfg(tmp_path)), work_dir=work)
     assert not [p for p in work.iterdir() if p.name.endswith("tmp")]
     assert "removed 3 partial checkpoint file(s)" in (work / "train.log").read_text()
+
+
+def test_hooks_run_in_order_and_train_set_summary_is_logged(tmp_path):
+    """A user hook sees every step and epoch end; the dataset summary (images, faces, clipped...) is in train.log."""
+    from blazekit.engine.hooks import HookBase
+
+    cfg = yaml.safe_load(tiny_cfg(tmp_path, epochs=2).read_text())
+    demo = str(REPO / "blazekit" / "data" / "demo" / "annotations.json")
+    cfg["data"]["train"]["dataset"] = {"type": "CocoFaces", "ann_file": demo, "split": "train"}
+    cfg["data"]["train"]["batch_size"] = 3
+    p = tmp_path / "demo.yml"
+    p.write_text(yaml.safe_dump(cfg))
+    tr = Trainer(str(p), work_dir=tmp_path / "h")
+    calls = []
+
+    class Recorder(HookBase):
+        def after_step(self, out):
+            calls.append(("step", self.trainer.global_step, out is not None))
+
+        def after_epoch(self):
+            calls.append(("epoch", self.trainer.epoch, (tmp_path / "h" / "last.pt").exists()))
+
+    rec = Recorder()
+    rec.trainer = tr
+    tr.hooks.append(rec)  # after the built-in hooks: last.pt of the epoch is already written
+    tr.fit()
+    assert calls == [("step", 1, True), ("step", 2, True), ("epoch", 1, True),
+                     ("step", 3, True), ("step", 4, True), ("epoch", 2, True)]
+    assert [type(h).__name__ for h in tr.hooks[:4]] == ["EMAHook", "LoggingHook", "PeriodicCheckpointHook", "EvalHook"]
+    log = (tmp_path / "h" / "train.log").read_text()
+    assert "train set " in log and "7 images" in log and "faces" in log and "clipped" in log
+
+
+def test_seeded_loader_batches_do_not_depend_on_workers(tmp_path):
+    """build_dataloader(seeded=True) is the trainer's loader: same batches with 0 or 2 workers, resumable mid-epoch."""
+    from blazekit.data.loader import build_dataloader
+    from blazekit.data.sampler import EpochSampler
+
+    cfg = yaml.safe_load(tiny_cfg(tmp_path).read_text())
+    split = dict(cfg["data"]["train"], dataset=dict(cfg["data"]["train"]["dataset"], type="SyntheticFaces"))
+    model_cfg = {"input_size": [128, 128], "num_keypoints": 6}
+
+    def batches(workers, skip=0):
+        loader = build_dataloader(dict(split, num_workers=workers), model_cfg, seed=5, seeded=True)
+        assert isinstance(loader.sampler, EpochSampler) and loader.drop_last
+        loader.sampler.set_epoch(1, skip_samples=skip)
+        return [im for im, _ in loader]
+
+    a, b = batches(0), batches(2)
+    assert len(a) == 4 and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a[2:], batches(0, skip=8)))

@@ -318,7 +318,7 @@ class Trainer:
                 f"{list(images.shape[-2:])}): lower it, e.g. --set data.train.batch_size={max(1, self.batch_size // 2)}"
                 f" (and scale train.optimizer.lr by the same factor)") from exc
         with warnings.catch_warnings():  # after a skipped first step torch warns about the call order: by design
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`", UserWarning)
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`", UserWarning)
             self.scheduler.step()
         if not finite:
             self.nonfinite_in_row += 1
