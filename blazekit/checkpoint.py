@@ -4,12 +4,16 @@ Generic on purpose: ``state`` is any dict (the trainer adds optimizer / schedule
 entries). Loading weights into a model first compares the architecture part of the model config,
 so a back-camera checkpoint is refused by a front-camera config with the differing keys named,
 instead of a wall of size-mismatch errors.
+
+Checkpoints are data, never code: they hold only tensors and plain Python types (dict, list, str,
+numbers, None) and are read with ``torch.load(weights_only=True)`` only, so a crafted file cannot run
+anything when it is loaded. :func:`save_checkpoint` refuses other objects, which keeps that true.
 """
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -28,20 +32,46 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 
-def save_checkpoint(path: PathLike, state: Mapping[str, Any], atomic: bool = True) -> Path:
-    """``torch.save(state)``; with ``atomic`` write a temp file beside it then ``os.replace``.
+#: the only types a checkpoint may hold besides tensors (what ``torch.load(weights_only=True)`` reads back)
+PLAIN_TYPES = (str, int, float, bool, type(None), torch.dtype, torch.device, torch.Size)
 
-    An interrupted save (Ctrl-C, pre-emption, full disk) then never leaves a truncated ``last.pt``.
+
+def check_plain(obj: Any, where: str = "checkpoint") -> None:
+    """Raise ``TypeError`` naming the first entry that is not a tensor, a plain type or a dict/list/tuple of them.
+
+    Catches at save time what a weights-only load would refuse later (numpy arrays, custom classes).
     """
-    path = Path(path)
+    if isinstance(obj, torch.Tensor) or type(obj) in PLAIN_TYPES:  # exact: a str subclass is refused on load
+        return
+    if type(obj) in (dict, OrderedDict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}; checkpoints hold str/int keys only")
+            check_plain(v, f"{where}.{k}")
+        return
+    if type(obj) in (list, tuple):
+        for i, v in enumerate(obj):
+            check_plain(v, f"{where}[{i}]")
+        return
+    raise TypeError(f"{where} is a {type(obj).__name__}: checkpoints hold only tensors and plain types "
+                    "(so they load with weights_only=True); convert it first")
+
+
+def _file_mode() -> int:
+    """The mode a newly created file gets (0666 & ~umask); mkstemp's 0600 would make last.pt private."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _atomic_write(path: Path, write: Any) -> Path:
+    """``write(tmp)`` into a temp file beside ``path``, then ``os.replace``: readers never see a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not atomic:
-        torch.save(dict(state), path)
-        return path
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(dict(state), tmp)
+        write(tmp)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -49,29 +79,78 @@ def save_checkpoint(path: PathLike, state: Mapping[str, Any], atomic: bool = Tru
     return path
 
 
-def load_checkpoint(path: PathLike, allow_pickle: bool = True) -> Dict[str, Any]:
-    """Load a checkpoint on CPU. Plain tensors/dicts load with ``weights_only``; training checkpoints
-    (RNG states etc.) need full unpickling, allowed unless ``allow_pickle=False`` (untrusted files).
-    A bare state dict is wrapped as ``{"state_dict": ...}``."""
+def save_checkpoint(path: PathLike, state: Mapping[str, Any], atomic: bool = True) -> Path:
+    """``torch.save(state)``; with ``atomic`` write a temp file beside it then ``os.replace``.
+
+    An interrupted save (Ctrl-C, pre-emption, full disk) then never leaves a truncated ``last.pt``;
+    the leftover temp file is removed by :func:`remove_partial_writes`.
+    """
+    path = Path(path)
+    check_plain(dict(state))
+    if not atomic:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(dict(state), path)
+        return path
+    return _atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
+
+
+def copy_checkpoint(src: PathLike, dst: PathLike) -> Path:
+    """Atomic file copy (``last.pt`` -> ``best.pt``), same temp-file naming and mode as :func:`save_checkpoint`."""
+    import shutil
+
+    return _atomic_write(Path(dst), lambda tmp: shutil.copyfile(src, tmp))
+
+
+def remove_partial_writes(directory: PathLike) -> int:
+    """Delete temp files left by interrupted :func:`save_checkpoint` calls (``.last.pt.*.tmp``); returns how many."""
+    n = 0
+    for p in Path(directory).glob(".*.pt.*tmp"):
+        if p.is_file():
+            p.unlink()
+            n += 1
+    return n
+
+
+def nonfinite_tensors(state: Mapping[str, Any]) -> List[str]:
+    """Keys of the floating-point tensors in ``state`` holding NaN or Inf (diverged training)."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+#: name prefixes of hollance's BlazeFace ``.pth`` (github.com/hollance/BlazeFace-PyTorch) state dicts
+HOLLANCE_PREFIXES = ("backbone1.", "backbone2.", "classifier_8.", "classifier_16.", "regressor_8.", "regressor_16.")
+
+
+def looks_like_hollance(state: Mapping[str, Any]) -> bool:
+    """True for a bare hollance state dict: it needs ``tools/convert.py`` (other names, BN folded) first."""
+    keys = [k for k in state if isinstance(k, str)]
+    return bool(keys) and all(k.startswith(HOLLANCE_PREFIXES) for k in keys)
+
+
+def load_checkpoint(path: PathLike) -> Dict[str, Any]:
+    """Load a checkpoint on CPU with ``torch.load(weights_only=True)`` only; a bare state dict is wrapped as
+    ``{"state_dict": ...}``.
+
+    A file holding other Python objects is refused, never unpickled: loading a checkpoint must not run
+    code from it. A hollance ``.pth`` is refused with the conversion command.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not allow_pickle:
-            raise CheckpointError(f"{path}: cannot be loaded with weights_only (it holds non-tensor Python objects, "
-                                  f"or is no checkpoint) and allow_pickle=False: {exc}") from exc
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc2:
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc2).__name__}: {exc2})") from exc2
-    except Exception as exc:  # truncated zip, wrong file type
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    except Exception:  # a pickle with other objects, a truncated zip, another file type
+        raise CheckpointError(f"{path}: not a blazekit checkpoint or it holds Python objects that are not "
+                              "loaded for safety") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
     if "state_dict" not in ckpt and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         ckpt = {"state_dict": ckpt}
+    sd = ckpt.get("state_dict")
+    if isinstance(sd, Mapping) and looks_like_hollance(sd):
+        raise CheckpointError(f"{path}: a hollance BlazeFace .pth (keys like backbone1.*, classifier_8.*), not a "
+                              f"blazekit checkpoint; convert it first: python tools/convert.py {path} "
+                              f"{path.with_suffix('.blazekit.pt')}")
     return ckpt
 
 
@@ -156,19 +235,25 @@ def load_model_weights(model: nn.Module, ckpt: Mapping[str, Any], strict: bool =
     report: Dict[str, List[Any]] = {"loaded": loaded, "missing": missing, "unexpected": unexpected,
                                     "shape_mismatch": mismatch}
     if strict and (missing or unexpected or mismatch):
-        lines = []
-        if mismatch:
-            shown = ", ".join(f"{k} {a} (checkpoint) vs {b} (model)" for k, a, b in mismatch[:10])
-            lines.append("shape mismatch: " + shown
-                         + (f" ... (+{len(mismatch) - 10})" if len(mismatch) > 10 else ""))
-        for name, keys in (("missing in checkpoint", missing), ("unexpected in checkpoint", unexpected)):
-            if keys:
-                lines.append(f"{name} ({len(keys)}): " + ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else ""))
-        raise CheckpointError(f"{source} does not fit the model (strict=True):\n  " + "\n  ".join(lines))
+        raise CheckpointError(f"{source} does not fit the model (strict=True):\n  " + "\n  ".join(misfit_lines(report)))
     with torch.no_grad():
         for k in loaded:
             own[k].copy_(state[k])
     return report
+
+
+def misfit_lines(report: Mapping[str, List[Any]]) -> List[str]:
+    """What did not load, from a :func:`load_model_weights` report: shape mismatches, missing, unexpected keys."""
+    lines = []
+    mismatch = report["shape_mismatch"]
+    if mismatch:
+        shown = ", ".join(f"{k} {a} (checkpoint) vs {b} (model)" for k, a, b in mismatch[:10])
+        lines.append(f"shape mismatch ({len(mismatch)}): " + shown
+                     + (f" ... (+{len(mismatch) - 10})" if len(mismatch) > 10 else ""))
+    for name, keys in (("missing in checkpoint", report["missing"]), ("unexpected in checkpoint", report["unexpected"])):
+        if keys:
+            lines.append(f"{name} ({len(keys)}): " + ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else ""))
+    return lines
 
 
 def model_checkpoint(model: nn.Module, meta: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:

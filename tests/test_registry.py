@@ -106,7 +106,7 @@ def test_builtins_registered_on_import():
         "backbones": "BlazeFaceFrontBackbone", "heads": "SSDHead", "anchor_generators": "SSDAnchorGenerator",
         "box_coders": "MediaPipeCoder", "matchers": "IoUMatcher", "losses": "MultiBoxLoss",
         "postprocessors": "WeightedBlending", "detectors": "BlazeFace", "datasets": "WiderFace",
-        "transforms": "HorizontalFlip", "optimizers": "SGD", "lr_schedulers": "CosineLR",
+        "transforms": "HorizontalFlip", "optimizers": "SGD", "lr_schedulers": "Cosine",
     }
     for reg_name, item in expected.items():
         names = ALL_REGISTRIES[reg_name].names()

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from blazekit.engine.optim import (CosineLR, MultiStepLR, StepLR, build_lr_scheduler, build_optimizer,
+from blazekit.engine.optim import (Cosine, MultiStepDecay, StepDecay, build_lr_scheduler, build_optimizer,
                                    freeze_parameters, frozen_norm_modules, param_groups)
 from blazekit.registry import LR_SCHEDULERS, OPTIMIZERS, RegistryError
 
@@ -49,7 +49,7 @@ def _lrs(sched, n):
 
 def test_cosine_with_linear_warmup_values():
     opt = torch.optim.SGD(small_net().parameters(), lr=0.1)
-    s = build_lr_scheduler(opt, {"type": "CosineLR", "warmup_iters": 10, "warmup_ratio": 0.1, "min_lr_ratio": 0.0},
+    s = build_lr_scheduler(opt, {"type": "Cosine", "warmup_iters": 10, "warmup_ratio": 0.1, "min_lr_ratio": 0.0},
                            total_iters=110, iters_per_epoch=11)
     lrs = _lrs(s, 111)
     assert lrs[0] == pytest.approx(0.01)               # warmup_ratio * lr
@@ -62,11 +62,11 @@ def test_cosine_with_linear_warmup_values():
 
 def test_step_schedules_in_epochs_become_iterations():
     opt = torch.optim.SGD(small_net().parameters(), lr=1.0)
-    s = MultiStepLR(opt, total_iters=100, iters_per_epoch=10, milestones=[3, 7], gamma=0.1)
+    s = MultiStepDecay(opt, total_iters=100, iters_per_epoch=10, milestones=[3, 7], gamma=0.1)
     lrs = _lrs(s, 100)
     assert lrs[29] == 1.0 and lrs[30] == pytest.approx(0.1) and lrs[70] == pytest.approx(0.01)
     opt = torch.optim.SGD(small_net().parameters(), lr=1.0)
-    s = StepLR(opt, total_iters=100, iters_per_epoch=10, step_epochs=4, gamma=0.5, warmup_epochs=1, warmup_ratio=0.0)
+    s = StepDecay(opt, total_iters=100, iters_per_epoch=10, step_epochs=4, gamma=0.5, warmup_epochs=1, warmup_ratio=0.0)
     lrs = _lrs(s, 100)
     assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == 1.0
     assert lrs[40] == pytest.approx(0.5) and lrs[80] == pytest.approx(0.25)
@@ -74,16 +74,36 @@ def test_step_schedules_in_epochs_become_iterations():
 
 def test_scheduler_state_roundtrip_restores_lr():
     opt = torch.optim.SGD(small_net().parameters(), lr=0.1)
-    s = CosineLR(opt, total_iters=50, warmup_iters=5)
+    s = Cosine(opt, total_iters=50, warmup_iters=5)
     _lrs(s, 17)
     state = s.state_dict()
     opt2 = torch.optim.SGD(small_net().parameters(), lr=0.1)
-    s2 = CosineLR(opt2, total_iters=50, warmup_iters=5)
+    s2 = Cosine(opt2, total_iters=50, warmup_iters=5)
     s2.load_state_dict(state)
-    assert s2.last_iter == 17 and s2.get_last_lr() == s.get_last_lr()
-    with pytest.raises(ValueError, match="StepLR"):
-        StepLR(opt2, total_iters=50, step_iters=5).load_state_dict(state)
-    assert {"ConstantLR", "StepLR", "MultiStepLR", "CosineLR"} <= set(LR_SCHEDULERS.names())
+    assert s2.last_epoch == 17 and s2.get_last_lr() == s.get_last_lr()
+    assert [g["lr"] for g in opt2.param_groups] == s.get_last_lr()
+    with pytest.raises(ValueError, match="StepDecay"):
+        StepDecay(opt2, total_iters=50, step_iters=5).load_state_dict(state)
+    assert {"Constant", "StepDecay", "MultiStepDecay", "Cosine"} <= set(LR_SCHEDULERS.names())
+    assert isinstance(s, torch.optim.lr_scheduler.LambdaLR)
+    torch.save(state, "/dev/null")  # plain ints/floats: loadable with weights_only
+
+
+@pytest.mark.parametrize("old,new", [("ConstantLR", "Constant"), ("StepLR", "StepDecay"),
+                                     ("MultiStepLR", "MultiStepDecay"), ("CosineLR", "Cosine")])
+def test_old_scheduler_names_are_refused_with_the_new_one(old, new):
+    from blazekit.config import ConfigError
+
+    opt = torch.optim.SGD(small_net().parameters(), lr=0.1)
+    with pytest.raises(ConfigError, match=rf"{old}' was renamed: use type: {new}\b"):
+        build_lr_scheduler(opt, {"type": old}, total_iters=10, iters_per_epoch=1)
+
+
+def test_default_schedule_is_constant_after_warmup():
+    opt = torch.optim.SGD(small_net().parameters(), lr=0.1)
+    s = build_lr_scheduler(opt, {"warmup_iters": 4, "warmup_ratio": 0.0}, total_iters=10, iters_per_epoch=2)
+    assert type(s).__name__ == "Constant"
+    assert _lrs(s, 8) == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1, 0.1, 0.1, 0.1])
 
 
 def test_freeze_by_pattern_and_frozen_norms():
@@ -108,7 +128,7 @@ def test_lr_mult_by_name_scales_backbone_lr_and_survives_scheduler():
     by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     assert by_param[id(model[0].weight)] == pytest.approx(1e-4) and by_param[id(model[2].weight)] == pytest.approx(1e-3)
     assert sum(len(g["params"]) for g in opt.param_groups) == 6
-    sched = CosineLR(opt, total_iters=10, min_lr_ratio=0.5)
+    sched = Cosine(opt, total_iters=10, min_lr_ratio=0.5)
     for _ in range(10):
         sched.step()
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([g["initial_lr"] * 0.5 for g in opt.param_groups])

@@ -80,7 +80,7 @@ TINY_CFG: Dict[str, Any] = {
     "train": {
         "epochs": 1,
         "optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
-        "lr_scheduler": {"type": "CosineLR", "warmup_iters": 2},
+        "lr_scheduler": {"type": "Cosine", "warmup_iters": 2},
         "log_interval": 1,
         "progress_bar": False,
         "tensorboard": False,

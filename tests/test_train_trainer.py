@@ -12,13 +12,14 @@ from test_train_support import REPO, SyntheticFaces, tiny_cfg
 
 from blazekit.config import ConfigError
 from blazekit.engine.logger import read_metrics
-from blazekit.engine.trainer import (DatasetNotFoundError, EpochSampler, SeededDataset, Trainer, TrainingError,
-                                     check_dataset_paths)
+from blazekit.data.loader import DatasetNotFoundError, check_dataset_paths
+from blazekit.data.sampler import EpochSampler, SeededDataset
+from blazekit.engine.trainer import Trainer, TrainingError
 
 
 def test_tiny_run_lowers_loss_and_writes_every_output(tmp_path):
     work = tmp_path / "run"
-    summary = Trainer(str(tiny_cfg(tmp_path, epochs=4, lr_scheduler={"type": "ConstantLR"})), work_dir=work,
+    summary = Trainer(str(tiny_cfg(tmp_path, epochs=4, lr_scheduler={"type": "Constant"})), work_dir=work,
                       seed=3).fit()
     assert summary["global_step"] == 16
     assert sorted(p.name for p in work.iterdir()) == ["config.yml", "curves.png", "last.pt", "metrics.jsonl",

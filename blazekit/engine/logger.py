@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+import torch
+
 LOGGER_NAME = "blazekit.train"
 #: validation metrics drawn in curves.png by default (by the last part of the key: coco/AP50, fddb/coco/AP, ...);
 #: counts such as nme/faces and pycocotools' -1 "undefined" would squash the 0..1 curves into a flat line
@@ -176,3 +178,21 @@ def plot_curves(metrics_path: Path, out_path: Path, metric_keys: Optional[List[s
     plt.close(fig)
     tmp.replace(out_path)
     return out_path
+
+
+def scalar_floats(losses: Mapping[str, Any]) -> Dict[str, float]:
+    """The scalar entries as floats; the tensors are read in one transfer (one device sync, not one each)."""
+    tensors = {k: v for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
+    read = dict(zip(tensors, torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).tolist())
+                ) if tensors else {}
+    out = {}
+    for k, v in losses.items():
+        if k in read:
+            out[k] = read[k]
+        elif isinstance(v, (int, float)):
+            out[k] = float(v)
+    return out
+
+
+def fmt_metrics(d: Mapping[str, Any]) -> str:
+    return " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items())

@@ -2,8 +2,9 @@
 
 Schedules are per *iteration* (not per epoch) so warmup is smooth, resume lands on the exact learning
 rate, and a schedule written in epochs means the same thing at any batch size. Each schedule is a pure
-function ``iteration -> lr factor``; its only state is the iteration counter, so checkpoints stay tiny
-and exact.
+function ``iteration -> lr factor`` run by torch's ``LambdaLR``; its only state is the iteration counter,
+so checkpoints stay tiny and exact. Names (``Constant``, ``StepDecay``, ``MultiStepDecay``, ``Cosine``) differ
+from torch's classes on purpose: theirs count epochs and take other arguments.
 """
 from __future__ import annotations
 
@@ -128,12 +129,13 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any], no_decay_norm_bias
     return OPTIMIZERS.build(cfg, where="train.optimizer", params=groups)
 
 
-class IterLRScheduler:
-    """Base per-iteration schedule: ``lr = base_lr * warmup(it) * factor(it)``.
+class IterLRScheduler(torch.optim.lr_scheduler.LambdaLR):
+    """Base per-iteration schedule on torch's ``LambdaLR``: ``lr = base_lr * warmup(it) * factor(it)``.
 
     ``warmup_iters`` (or ``warmup_epochs``) ramps linearly from ``warmup_ratio`` to 1, the way
     Detectron2/MMDetection do, which keeps the first steps on a pretrained model from blowing it up.
     Epoch-valued arguments are converted with ``iters_per_epoch`` (injected by the trainer).
+    ``last_epoch`` counts iterations (call ``step()`` once per optimizer step).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, total_iters: int, iters_per_epoch: int = 1,
@@ -141,17 +143,13 @@ class IterLRScheduler:
                  warmup_ratio: float = 0.001) -> None:
         if total_iters <= 0:
             raise ConfigError(f"lr_scheduler: total_iters must be > 0, got {total_iters}")
-        self.optimizer = optimizer
         self.total_iters = int(total_iters)
         self.iters_per_epoch = max(1, int(iters_per_epoch))
         if warmup_iters is None:
             warmup_iters = int(round((warmup_epochs or 0.0) * self.iters_per_epoch))
         self.warmup_iters = max(0, int(warmup_iters))
         self.warmup_ratio = float(warmup_ratio)
-        for g in optimizer.param_groups:
-            g.setdefault("initial_lr", g["lr"])
-        self.last_iter = 0
-        self._apply()
+        super().__init__(optimizer, self.lr_factor)
 
     def factor(self, it: int) -> float:  # pragma: no cover - overridden
         return 1.0
@@ -165,43 +163,35 @@ class IterLRScheduler:
     def lr_factor(self, it: int) -> float:
         return self.warmup_factor(it) * self.factor(min(it, self.total_iters))
 
-    def _apply(self) -> None:
-        f = self.lr_factor(self.last_iter)
-        for g in self.optimizer.param_groups:
-            g["lr"] = g["initial_lr"] * f
-
-    def step(self) -> None:
-        """Advance one iteration (call after ``optimizer.step()``)."""
-        self.last_iter += 1
-        self._apply()
-
-    def get_last_lr(self) -> List[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
-
     def state_dict(self) -> Dict[str, Any]:
-        return {"last_iter": self.last_iter, "type": type(self).__name__}
+        """Only the progress (plain ints/floats): the schedule itself comes from the config."""
+        return {"type": type(self).__name__, "last_epoch": self.last_epoch, "_step_count": self._step_count,
+                "base_lrs": list(self.base_lrs)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("type", type(self).__name__) != type(self).__name__:
             raise ConfigError(f"checkpoint scheduler is {state.get('type')}, config asks for {type(self).__name__}")
-        self.last_iter = int(state["last_iter"])
-        self._apply()
+        self.last_epoch, self._step_count = int(state["last_epoch"]), int(state["_step_count"])
+        self.base_lrs = list(state["base_lrs"])
+        self._last_lr = [base * self.lr_factor(self.last_epoch) for base in self.base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
 
 
 @LR_SCHEDULERS.register()
-class ConstantLR(IterLRScheduler):
+class Constant(IterLRScheduler):
     """Constant learning rate after warmup (fine-tuning, quick experiments)."""
 
 
 @LR_SCHEDULERS.register()
-class StepLR(IterLRScheduler):
+class StepDecay(IterLRScheduler):
     """Multiply by ``gamma`` every ``step_epochs`` epochs (or ``step_iters`` iterations)."""
 
     def __init__(self, optimizer, total_iters, iters_per_epoch=1, step_epochs: Optional[float] = None,
                  step_iters: Optional[int] = None, gamma: float = 0.1, **kw) -> None:
         if step_iters is None:
             if step_epochs is None:
-                raise ConfigError("lr_scheduler StepLR: give step_epochs or step_iters")
+                raise ConfigError("lr_scheduler StepDecay: give step_epochs or step_iters")
             step_iters = int(round(step_epochs * max(1, iters_per_epoch)))
         self.step_iters, self.gamma = max(1, int(step_iters)), float(gamma)
         super().__init__(optimizer, total_iters, iters_per_epoch, **kw)
@@ -211,7 +201,7 @@ class StepLR(IterLRScheduler):
 
 
 @LR_SCHEDULERS.register()
-class MultiStepLR(IterLRScheduler):
+class MultiStepDecay(IterLRScheduler):
     """Multiply by ``gamma`` at each milestone (``milestones`` in epochs, or ``milestone_iters``)."""
 
     def __init__(self, optimizer, total_iters, iters_per_epoch=1, milestones: Iterable[float] = (),
@@ -227,7 +217,7 @@ class MultiStepLR(IterLRScheduler):
 
 
 @LR_SCHEDULERS.register()
-class CosineLR(IterLRScheduler):
+class Cosine(IterLRScheduler):
     """Cosine decay from the base LR to ``min_lr_ratio * base`` at the last iteration (after warmup)."""
 
     def __init__(self, optimizer, total_iters, iters_per_epoch=1, min_lr_ratio: float = 0.01, **kw) -> None:
@@ -241,9 +231,20 @@ class CosineLR(IterLRScheduler):
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+#: names used before the schedules were built on LambdaLR; torch's classes of the same names mean other things
+#: (torch's ConstantLR is a warm-up factor, its StepLR counts epochs), so they are refused, not aliased
+RENAMED_SCHEDULERS = {"ConstantLR": "Constant", "StepLR": "StepDecay", "MultiStepLR": "MultiStepDecay",
+                      "CosineLR": "Cosine"}
+
+
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Optional[Mapping[str, Any]], total_iters: int,
                        iters_per_epoch: int) -> IterLRScheduler:
-    """``train.lr_scheduler`` (default: constant) with the run length injected."""
-    cfg = dict(cfg or {"type": "ConstantLR"})
+    """``train.lr_scheduler`` (default: ``Constant``) with the run length injected; old names get the new one."""
+    cfg = dict(cfg or {})
+    cfg.setdefault("type", "Constant")
+    new = RENAMED_SCHEDULERS.get(str(cfg["type"]))
+    if new:
+        raise ConfigError(f"train.lr_scheduler.type {cfg['type']!r} was renamed: use type: {new} (same arguments; "
+                          f"the old name clashed with torch.optim.lr_scheduler.{cfg['type']}, which means something else)")
     return LR_SCHEDULERS.build(cfg, where="train.lr_scheduler", optimizer=optimizer,
                                total_iters=total_iters, iters_per_epoch=iters_per_epoch)

@@ -1,0 +1,205 @@
+"""Setting up and carrying a training run: the model with its ``model.init`` / freezing, mixed precision,
+RNG states and the checks on ``--resume``. RNG states are plain data so checkpoints load with weights_only.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import random
+import copy
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import config as config_lib
+from ..checkpoint import (CheckpointError, architecture_diff, check_compatible, load_checkpoint, load_model_weights,
+                          misfit_lines)
+from .ema import unwrap
+from .optim import freeze_parameters, frozen_norm_modules
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (too many non-finite losses, out of memory, incompatible checkpoint)."""
+
+
+#: config keys that may change on ``--resume`` (fnmatch patterns): they change how long, how often and how
+#: verbosely the run goes on, or where and how fast data is read, never the optimisation itself. Any other
+#: difference (lr, freeze, schedule, data, seed, model) would silently make the resumed run another
+#: experiment, or fail deep inside the optimizer, so it is refused with the keys named.
+RESUME_SAFE_KEYS = (
+    "train.epochs", "train.val_interval", "train.val_vis", "train.val_before_train", "train.checkpoint_interval",
+    "train.log_interval", "train.progress_bar", "train.tensorboard", "train.work_dir", "train.max_nonfinite_steps",
+    "train.init_strict", "model.init", "data.*.num_workers", "data.*.pin_memory", "data.*.persistent_workers",
+    "data.*.prefetch_factor", "data.val.batch_size", "_source_", "imports",
+)
+
+
+def config_diff(old: Any, new: Any, prefix: str = "") -> List[str]:
+    """Dotted keys where two plain config trees differ (a key on one side only counts), with both values."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: List[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            key = f"{prefix}.{k}" if prefix else str(k)
+            out += config_diff(old.get(k, "<unset>"), new.get(k, "<unset>"), key)
+        return out
+    if (isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool)
+            and not isinstance(new, bool)):
+        return [] if float(old) == float(new) else [f"{prefix}: checkpoint {old!r} vs config {new!r}"]
+    return [] if old == new else [f"{prefix}: checkpoint {old!r} vs config {new!r}"]
+
+
+def resume_config_changes(ckpt_cfg: Mapping[str, Any], cfg: Mapping[str, Any]) -> List[str]:
+    """The differences of :func:`config_diff` outside :data:`RESUME_SAFE_KEYS`."""
+    diffs = config_diff(config_lib.plain(ckpt_cfg), config_lib.plain(cfg))
+    return [d for d in diffs if not any(fnmatch.fnmatchcase(d.split(":", 1)[0], pat) or
+                                        d.startswith(pat + ".") for pat in RESUME_SAFE_KEYS)]
+
+
+def capture_rng_state() -> Dict[str, Any]:
+    """Python, numpy, torch (and CUDA) RNG states as tensors and plain types: loadable with weights_only."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: Dict[str, Any] = {
+        "python": {"version": int(version), "state": list(mt), "gauss": gauss},
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        with contextlib.suppress(Exception):
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_rng_states(world_size: int) -> Dict[int, Any]:
+    """Every rank's RNG state, by rank (a collective under DDP: all ranks call it)."""
+    mine = capture_rng_state()
+    if world_size == 1:
+        return {0: mine}
+    import torch.distributed as dist
+
+    allr: List[Any] = [None] * world_size
+    dist.all_gather_object(allr, mine)
+    return dict(enumerate(allr))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_pretrained(model: nn.Module, init: str, log: Any = None, strict: bool = True) -> Dict[str, List[Any]]:
+    """Load a named or path checkpoint into ``model`` (``model.init``); the report is logged.
+
+    ``strict`` (``train.init_strict``, default) refuses a checkpoint that does not fit exactly, like
+    ``--weights``: a :class:`CheckpointError` lists the architecture differences and the missing,
+    unexpected and mis-shaped tensors. With ``strict=False`` the tensors that fit are loaded (a backbone
+    into a model with a new head) and the report (``loaded`` / ``missing`` / ``unexpected`` /
+    ``shape_mismatch``) says what was left out.
+    """
+    from ..weights import resolve_weights
+
+    try:
+        path = resolve_weights(init)
+    except FileNotFoundError as exc:
+        raise TrainingError(f"model.init: {exc}") from None
+    ckpt = load_checkpoint(path)
+    source = f"model.init {init!r} ({path})"
+    report = load_model_weights(unwrap(model), ckpt, strict=False, source=source)
+    arch = architecture_diff(ckpt.get("model_cfg"), unwrap(model).cfg)
+    if strict and (arch or report["missing"] or report["unexpected"] or report["shape_mismatch"]):
+        lines = [f"architecture {a}" for a in arch] + misfit_lines(report)
+        raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(lines) + "\nUse the matching "
+                              "config, or set train.init_strict: false to load only the tensors that fit.")
+    if log is not None:
+        total = len(unwrap(model).state_dict())
+        mism = [f"{k} {a}->{b}" for k, a, b in report["shape_mismatch"]]
+        log.info("model.init %s (%s): loaded %d/%d tensors; not loaded: missing %d%s, unexpected %d%s, "
+                 "shape mismatch %d%s", init, path, len(report["loaded"]), total, len(report["missing"]),
+                 _few(report["missing"]), len(report["unexpected"]), _few(report["unexpected"]), len(mism), _few(mism))
+    return report
+
+
+def _few(names: List[str], n: int = 5) -> str:
+    if not names:
+        return ""
+    return " (" + ", ".join(names[:n]) + (", ..." if len(names) > n else "") + ")"
+
+
+def build_train_model(cfg: Mapping[str, Any], tcfg: Mapping[str, Any], device: torch.device, world_size: int,
+                      log: Any) -> Tuple[nn.Module, Optional[Dict[str, List[Any]]], List[nn.Module]]:
+    """The detector of ``cfg`` with ``model.init`` loaded (see :func:`load_pretrained`), ``train.freeze`` applied
+    and SyncBN if asked; returns ``(model, init report or None, norm layers to keep in eval mode)``."""
+    from ..models.build import build_detector
+
+    model_cfg = copy.deepcopy(dict(cfg))
+    init = model_cfg["model"].get("init")
+    model_cfg["model"]["init"] = None  # loaded below, with a report of what matched
+    model = build_detector(model_cfg, device=str(device))
+    report = load_pretrained(model, init, log, strict=bool(tcfg["init_strict"])) if init else None
+    frozen = freeze_parameters(model, tcfg["freeze"])
+    if frozen:
+        log.info("frozen %d parameter tensors matching %s", len(frozen), tcfg["freeze"])
+    if tcfg["sync_bn"] and world_size > 1:
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:  # torch's SyncBatchNorm has no CPU kernel
+            log.warning("train.sync_bn ignored on %s: SyncBatchNorm needs GPUs", device)
+    frozen_norms = frozen_norm_modules(model)
+    if tcfg["norm_eval"]:
+        frozen_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    elif init and _has_folded_bn(model):
+        log.warning("model.init %s has BatchNorm layers with folded statistics (running mean 0, var 1, as converted "
+                    "MediaPipe weights): training them in train mode re-normalises every pretrained feature and "
+                    "wrecks the model. Set train.norm_eval: true to fine-tune it.", init)
+    return model.to(device).train(), report, frozen_norms
+
+
+def _has_folded_bn(model: nn.Module) -> bool:
+    """True when every BatchNorm has identity running statistics (BN folded into the convs at conversion)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    return bool(bns) and all(bool((m.running_mean == 0).all() and (m.running_var == 1).all()) for m in bns)
+
+
+def amp_dtype(amp: Any, device: torch.device, log: Any) -> Optional[torch.dtype]:
+    """``train.amp`` -> the autocast dtype (None: full precision; mixed precision is for CUDA only)."""
+    if not amp:
+        return None
+    if device.type != "cuda":
+        log.info("train.amp=%s ignored on %s (mixed precision is for CUDA)", amp, device)
+        return None
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        log.warning("bf16 not supported on this GPU; using fp16 with a grad scaler")
+        amp = "fp16"
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def check_resumable(ckpt: Mapping[str, Any], path: Path, model_cfg: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
+    """Refuse to resume from weights only, another architecture or a config changed outside
+    :data:`RESUME_SAFE_KEYS` (a changed ``train.freeze`` used to end in an optimizer traceback)."""
+    if "train_state" not in ckpt:
+        raise TrainingError(f"cannot resume from {path}: it has no training state (only weights?). "
+                            "Use it as model.init to fine-tune from it instead.")
+    try:
+        check_compatible(ckpt.get("model_cfg"), model_cfg, source=f"--resume {path}")
+    except CheckpointError as exc:
+        raise TrainingError(f"cannot resume: {exc}") from None
+    saved_cfg = (ckpt.get("meta") or {}).get("config")
+    changed = resume_config_changes(saved_cfg, cfg) if saved_cfg is not None else []
+    if changed:
+        raise TrainingError(f"cannot resume from {path}: the config differs from the one it was trained with:\n  "
+                            + "\n  ".join(changed) + "\nResume with the same config (keys that may change: "
+                            + ", ".join(RESUME_SAFE_KEYS) + "), or start a new run from it with model.init.")
