@@ -35,6 +35,7 @@ from .ema import ModelEMA, unwrap
 from .hooks import EMAHook, EvalHook, HookBase, LoggingHook, PeriodicCheckpointHook
 from .logger import RunLogger, fmt_metrics, scalar_floats
 from .optim import build_lr_scheduler, build_optimizer
+from .distill import build_teacher
 from .state import (TrainingError, amp_dtype, build_train_model, check_resumable, gather_rng_states,
                     restore_rng_state, seed_everything)
 
@@ -55,6 +56,7 @@ TRAIN_DEFAULTS: Dict[str, Any] = {
     "checkpoint_interval": 0,       # also write last.pt every N iterations (0: only at epoch ends)
     "log_interval": 20,             # iterations between metrics.jsonl records
     "max_nonfinite_steps": 10,      # stop after this many non-finite losses in a row
+    "distill": None,                # keypoint self-distillation: true or {teacher: null (= model.init), weight: 1.0}
     "freeze": [],                   # parameter-name patterns (fnmatch or prefix) not to train
     "norm_eval": False,             # keep BatchNorm in eval mode (running stats fixed; affine still trained)
     "sync_bn": False,               # convert BatchNorm to SyncBatchNorm under DDP
@@ -118,6 +120,7 @@ class Trainer:
 
         self.model, self.init_report, self._frozen_norms = build_train_model(self.cfg, self.tcfg, self.device,
                                                                              self.world_size, log)
+        self.teacher = build_teacher(self.model, self.tcfg["distill"], self.cfg["model"].get("init"), self.device, log)
         self.train_loader = self._build_train_loader()
         self.sampler: EpochSampler = self.train_loader.sampler
         self.iters_per_epoch = len(self.train_loader)
@@ -287,7 +290,8 @@ class Trainer:
                    else contextlib.nullcontext())
         try:
             with amp_ctx:
-                losses = self.train_model(images, targets)
+                extra = self.teacher(images) if self.teacher is not None else {}
+                losses = self.train_model(images, targets, **extra)
             loss = losses["loss"]
             values = scalar_floats(losses)  # one device sync for every loss term, before backward
             finite = dist_utils.all_true(math.isfinite(values["loss"]), self.device)

@@ -1,0 +1,73 @@
+"""Keypoint self-distillation (``train.distill``): box-only data must not erase the keypoints.
+
+Most face sets label boxes only. Their faces give the keypoint loss nothing, while every step moves the shared
+features, so fine-tuning silently wrecks the 6 keypoints. A frozen copy of the starting weights runs on the same
+(augmented) batch and its raw keypoint outputs become the targets of the anchors matched to such faces (see
+``BlazeFace.compute_loss``). Cost: one forward pass without gradients per step.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+from ..config import ConfigError
+
+#: what ``train.distill`` accepts (``true`` means every default)
+DISTILL_DEFAULTS: Dict[str, Any] = {"teacher": None, "weight": 1.0}
+
+
+class KeypointTeacher:
+    """Gives the detector's loss the frozen starting model's raw outputs for a batch."""
+
+    def __init__(self, model: nn.Module, weight: float) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.weight = float(weight)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> Dict[str, Any]:
+        """Keyword arguments for ``detector(images, targets, **kwargs)``."""
+        return {"teacher_regressors": self.model.raw(images)[0], "teacher_weight": self.weight}
+
+
+def distill_options(spec: Any) -> Optional[Dict[str, Any]]:
+    """``train.distill`` (null/false, true or a dict) -> the options, or None when off."""
+    if spec is None or spec is False:
+        return None
+    if spec is True:
+        return dict(DISTILL_DEFAULTS)
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"train.distill: expected null, true or a mapping with {', '.join(DISTILL_DEFAULTS)}; "
+                          f"got {spec!r}")
+    unknown = sorted(set(spec) - set(DISTILL_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"train.distill: unknown key(s) {unknown}; accepted: teacher (weights; null = model.init), "
+                          "weight (multiplies the distilled keypoint loss)")
+    opts = {**DISTILL_DEFAULTS, **spec}
+    w = opts["weight"]
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
+        raise ConfigError(f"train.distill.weight: expected a number > 0, got {w!r}")
+    return opts
+
+
+def build_teacher(model: nn.Module, spec: Any, init: Optional[str], device: torch.device,
+                  log: Any) -> Optional[KeypointTeacher]:
+    """The teacher for ``train.distill``: a frozen copy of ``model`` as loaded from ``model.init`` (call it before
+    any training or resuming), or of the weights named by ``train.distill.teacher``."""
+    opts = distill_options(spec)
+    if opts is None:
+        return None
+    teacher = copy.deepcopy(model)
+    if opts["teacher"] is not None:
+        from ..models.build import load_weights
+
+        load_weights(teacher, opts["teacher"])
+    elif not init:
+        raise ConfigError("train.distill: no teacher; set model.init (the weights fine-tuning starts from) or "
+                          "train.distill.teacher")
+    source = opts["teacher"] or f"model.init {init}"
+    log.info("keypoint distillation: faces without keypoint labels learn them from %s (weight %g)", source,
+             float(opts["weight"]))
+    return KeypointTeacher(teacher.to(device), opts["weight"])
