@@ -226,7 +226,8 @@ def normalize_scores(scores: np.ndarray) -> np.ndarray:
     hi = np.float32(max(_F32_TINY, np.float32(s.max())))
     lo = np.float32(min(_F32_MAX, np.float32(s.min())))
     if hi == lo:
-        warnings.warn(f"WIDER: all {s.size} prediction scores are equal ({float(s[0]):g}); the official "
+        what = f"all {s.size} prediction scores are equal" if s.size > 1 else "there is a single prediction score"
+        warnings.warn(f"WIDER: {what} ({float(s[0]):g}); the official "
                       "wider_eval.m divides 0 by 0 in norm_score and reports AP 0 here, blazekit normalizes them to 1 "
                       "and reports the AP of the predictions in their given order", UserWarning, stacklevel=2)
         return np.ones_like(s)
