@@ -15,7 +15,7 @@ import copy
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from .registry import close_matches
 
@@ -119,6 +119,21 @@ def size_hw(v: Any) -> Optional[str]:
     return "a positive integer or [H, W] of positive integers"
 
 
+def eval_scale(v: Any) -> Optional[str]:
+    ok = v is None or v == "original" or size_hw(v) is None
+    return None if ok else "null, 'original', a positive integer or [H, W]"
+
+
+def max_dets(v: Any) -> Optional[str]:
+    ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(x) and x > 0 for x in v)
+    return None if ok else "a list of 3 positive integers"
+
+
+def dataset_value(v: Any) -> Optional[str]:
+    ok = isinstance(v, Mapping) or (isinstance(v, list) and all(isinstance(d, Mapping) for d in v))
+    return None if ok else "a registry-built dataset (a mapping with type:) or a list of them"
+
+
 # ----------------------------------------------------------------------------- the schema
 #: ``train:`` (read by :class:`blazekit.engine.trainer.Trainer`); every key has a default
 TRAIN: Dict[str, Opt] = {
@@ -138,7 +153,8 @@ TRAIN: Dict[str, Opt] = {
     "checkpoint_interval": Opt(integer(0), 0, "also write last.pt every N iterations (0: only at epoch ends)"),
     "log_interval": Opt(integer(1), 20, "iterations between metrics.jsonl records"),
     "max_nonfinite_steps": Opt(integer(1), 10, "stop after this many non-finite losses in a row"),
-    "freeze": Opt(list_of(text, "parameter-name patterns"), [], "parameter-name patterns (fnmatch or prefix) not to train"),
+    "freeze": Opt(list_of(text, "parameter-name patterns"), [],
+                  "parameter-name patterns (fnmatch or prefix) not to train"),
     "norm_eval": Opt(boolean, False, "keep BatchNorm in eval mode (running stats fixed; affine still trained)"),
     "sync_bn": Opt(boolean, False, "convert BatchNorm to SyncBatchNorm under DDP"),
     "find_unused_parameters": Opt(boolean, False),
@@ -165,11 +181,9 @@ EMA: Dict[str, Opt] = {
 EVAL: Dict[str, Opt] = {
     "score_thr": Opt(optional(number(ge=0, le=1)), None, "null: the model's postprocess.score_thr"),
     "max_det": Opt(integer(1), 1000, "detections kept per image"),
-    "test_scale": Opt(lambda v: None if v is None or v == "original" or size_hw(v) is None
-                      else "null, 'original', a positive integer or [H, W]", None,
+    "test_scale": Opt(eval_scale, None,
                       "null: model.input_size; 'original': each image at its own size rounded up to the stride"),
-    "max_dets": Opt(lambda v: None if isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(x) and x > 0 for x in v)
-                    else "a list of 3 positive integers", [1, 10, 1000], "COCO maxDets"),
+    "max_dets": Opt(max_dets, [1, 10, 1000], "COCO maxDets"),
     "min_size": Opt(optional(number(ge=0)), None, "ground-truth faces smaller than this are ignored"),
     "batch_size": Opt(integer(1), 16),
     "wider_gt_dir": Opt(optional(text), None),
@@ -179,8 +193,7 @@ EVAL: Dict[str, Opt] = {
 #: ``data.<split>:`` (read by :func:`blazekit.data.loader.build_dataloader` and the trainer's loader); the
 #: defaults depend on the split (train: shuffle, 2 workers; evaluation: in order, 0 workers), see there
 LOADER: Dict[str, Opt] = {
-    "dataset": Opt(lambda v: None if isinstance(v, Mapping) or (isinstance(v, list) and all(isinstance(d, Mapping) for d in v))
-                   else "a registry-built dataset (a mapping with type:) or a list of them"),
+    "dataset": Opt(dataset_value),
     "transforms": Opt(list_of(mapping, "transforms (mappings with type:)")),
     "batch_size": Opt(integer(1)),
     "num_workers": Opt(integer(0)),
@@ -225,7 +238,8 @@ def _unknown(key: str, where: str, known: Sequence[str]) -> str:
     msg = f"unknown config key {full!r}"
     if hint:
         msg += f"; did you mean {' or '.join(f'{where}.{h}' if where else h for h in hint)}?"
-    return msg + ("" if hint else ".") + f" Known {'keys in ' + where if where else 'top-level keys'}: {', '.join(k for k in known if not k.startswith('_'))}"
+    shown = ", ".join(k for k in known if not k.startswith("_"))
+    return msg + ("" if hint else ".") + f" Known {'keys in ' + where if where else 'top-level keys'}: {shown}"
 
 
 def check_section(section: Any, schema: Mapping[str, Opt], where: str, open_keys: bool = False) -> None:
@@ -365,8 +379,3 @@ def eval_options(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     """``eval:`` of ``cfg`` with every default filled (the section is validated)."""
     validate({"eval": cfg.get("eval")}, source=cfg.get("_source_"))
     return {**defaults(EVAL), **copy.deepcopy(dict(cfg.get("eval") or {}))}
-
-
-def describe(schema: Mapping[str, Opt], where: str) -> List[Tuple[str, Any, str]]:
-    """``(key, default, doc)`` rows of a section, for documentation."""
-    return [(f"{where}.{k}", o.default, o.doc) for k, o in schema.items()]
