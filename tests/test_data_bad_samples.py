@@ -49,12 +49,15 @@ def test_truncated_jpeg_is_detected_though_opencv_decodes_it(photos):
     np.testing.assert_array_equal(read_image(padded), read_image(good))
 
 
-def test_truncated_jpeg_raises_naming_the_file_or_is_skipped_and_listed(photos):
+def test_truncated_jpeg_raises_naming_the_file_or_is_skipped_and_listed(photos, caplog):
     good, cut = photos
     box = [[10, 10, 60, 60]]
     with pytest.raises(DataError, match=r"corrupt image .*cut\.jpg \(listed by Listed\)"):
         Listed([(good, box), (cut, box)])
-    ds = Listed([(good, box), (cut, box)], on_bad_sample="skip")
+    with caplog.at_level(logging.WARNING, logger="blazekit.data"):
+        ds = Listed([(good, box), (cut, box)], on_bad_sample="skip")
+    assert any("skipped 1 missing/corrupt images" in r.getMessage() and str(cut) in r.getMessage()
+               for r in caplog.records)
     assert len(ds) == 1 and ds.summary.skipped_images == 1 and ds.summary.skipped_files == [str(cut)]
     report = ds.summary.report()
     assert "images skipped as missing/corrupt (on_bad_sample: skip): 1: " + str(cut) in report

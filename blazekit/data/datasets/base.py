@@ -239,6 +239,9 @@ class FaceDataset(Dataset):
                 self.bad_sample(exc, kind="image", path=rec.path)
         self.summary.images = len(self.records)
         logger.info(str(self.summary))
+        if self.summary.skipped_files:
+            logger.warning("%s: skipped %d missing/corrupt images (on_bad_sample: skip): %s", self.describe(),
+                           len(self.summary.skipped_files), ", ".join(self.summary.skipped_files[:3]))
         if self.summary.images_all_dropped:
             logger.warning("%s: %d images have annotated faces but every box was dropped (zero-area, outside the "
                            "image or inverted); they train as images without faces: %s", self.describe(),
