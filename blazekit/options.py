@@ -194,7 +194,7 @@ EVAL: Dict[str, Opt] = {
 #: defaults depend on the split (train: shuffle, 2 workers; evaluation: in order, 0 workers), see there
 LOADER: Dict[str, Opt] = {
     "dataset": Opt(dataset_value),
-    "transforms": Opt(list_of(mapping, "transforms (mappings with type:)")),
+    "transforms": Opt(optional(list_of(mapping, "transforms (mappings with type:)"))),
     "batch_size": Opt(integer(1)),
     "num_workers": Opt(integer(0)),
     "shuffle": Opt(boolean),
