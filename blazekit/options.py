@@ -331,7 +331,7 @@ def problems(cfg: Any, require: Sequence[str] = ()) -> Optional[str]:
         for k in require:
             if cfg.get(k) is None:
                 raise _Fail(f"the config has no '{k}:' section; expected {REQUIRED_HINT.get(k, 'one')} "
-                            f"(top-level keys given: {', '.join(map(str, cfg)) or 'none'})")
+                            f"(top-level keys given: {', '.join(str(k) for k in cfg if not str(k).startswith('_')) or 'none'})")
         if cfg.get("model") is not None:
             _check_model(cfg["model"])
         if cfg.get("train") is not None:
