@@ -330,8 +330,9 @@ def problems(cfg: Any, require: Sequence[str] = ()) -> Optional[str]:
                 raise _Fail(_unknown(k, "", TOP_LEVEL))
         for k in require:
             if cfg.get(k) is None:
+                given = ", ".join(str(g) for g in cfg if not str(g).startswith("_")) or "none"
                 raise _Fail(f"the config has no '{k}:' section; expected {REQUIRED_HINT.get(k, 'one')} "
-                            f"(top-level keys given: {', '.join(str(k) for k in cfg if not str(k).startswith('_')) or 'none'})")
+                            f"(top-level keys given: {given})")
         if cfg.get("model") is not None:
             _check_model(cfg["model"])
         if cfg.get("train") is not None:
