@@ -112,14 +112,23 @@ def load(path: PathLike, overrides: Iterable[str] = (), imports: Iterable[str] =
 
     ``imports`` (from ``--import``) and the config's ``imports:`` list are imported before returning,
     so every ``type:`` they register can be built. The result records its source in ``_source_``.
+    User modules are found on ``sys.path``, in the current directory and beside the config file.
+    Every section present is validated against :mod:`blazekit.options` (after the overrides), so a typo or
+    an impossible value is one :class:`ConfigError` here, before any work.
     """
+    from .options import validate
+
     source = _resolve_path(path)
+    if not _read_yaml(source):
+        raise ConfigError(f"{source}: the config file is empty; expected at least a model: section "
+                          "(e.g. '_base_: [blazeface_front.yml]')")
     cfg = _strip_replace(_load_with_bases(source, stack=()))
     cfg = apply_overrides(cfg, overrides)
+    validate(cfg, source=str(source))
     extra = [m for m in imports if m not in cfg.get("imports", [])]
     if extra:
         cfg["imports"] = list(cfg.get("imports", [])) + extra
-    import_modules(cfg.get("imports", []))
+    import_modules(cfg.get("imports") or [], search=[source.parent])
     cfg["_source_"] = str(source)
     return cfg
 

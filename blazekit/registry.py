@@ -10,7 +10,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 import re
+import sys
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
@@ -35,20 +37,49 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> List[str]
     return [lower[h] for h in hits]
 
 
-def import_modules(modules: Iterable[str]) -> None:
+class UserModuleError(RegistryError, ImportError):
+    """A module named in ``imports:`` / ``--import`` was not found (a user error: one line, no traceback)."""
+
+
+def _module_dir(name: str, dirs: Iterable[Any]) -> Optional[str]:
+    """The first of ``dirs`` holding the top-level package or module of ``name`` (``my_faces.py`` or ``my_faces/``)."""
+    top = name.split(".")[0]
+    for d in dirs:
+        d = os.path.abspath(os.fspath(d))
+        if os.path.isfile(os.path.join(d, top + ".py")) or os.path.isdir(os.path.join(d, top)):
+            return d
+    return None
+
+
+def import_modules(modules: Iterable[str], search: Iterable[Any] = ()) -> None:
     """Import user modules so their ``@REGISTRY.register()`` decorators run.
 
-    Called by :func:`blazekit.config.load` for ``imports:`` and by every tool for ``--import``,
-    so DataLoader workers (which re-import through the config) see the same registrations.
+    Called by :func:`blazekit.config.load` for ``imports:`` and by every tool for ``--import``.
+    A module that is not on ``sys.path`` is looked for in the current directory, then in ``search`` (the
+    config file's folder); the folder found is appended to ``sys.path``, which DataLoader workers inherit
+    (forked ones by copy, spawned ones because multiprocessing sends the parent's ``sys.path``), so
+    unpickling the user's dataset class in a worker finds the same module.
     """
     for name in modules or []:
         try:
             importlib.import_module(name)
-        except ImportError as exc:
-            raise ImportError(
-                f"could not import user module {name!r} (from 'imports:' or --import): {exc}. "
-                "Is it on PYTHONPATH / installed?"
-            ) from exc
+            continue
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
+                raise  # the module exists but imports something missing: its own traceback says what
+            dirs = [os.getcwd(), *search]
+            found = _module_dir(name, dirs)
+            if found is None:
+                where = ", ".join(dict.fromkeys(os.path.abspath(os.fspath(d)) for d in dirs))
+                raise UserModuleError(
+                    f"could not import user module {name!r} (from 'imports:' or --import): no {name.split('.')[0]}.py "
+                    f"or package on sys.path, in the current directory or beside the config (looked in: {where}). "
+                    "Put it there, install it, or add its folder to PYTHONPATH"
+                ) from None
+        if found not in sys.path:
+            sys.path.append(found)
+        importlib.invalidate_caches()
+        importlib.import_module(name)
 
 
 def _locate(path: str) -> Any:

@@ -24,14 +24,14 @@ def cfgs(tmp_path):
           loss: {type: MultiBoxLoss, neg_pos_ratio: 3, box_weight: 1.0}
     """)
     write(tmp_path / "_base_" / "sched.yml", """
-        train: {epochs: 10, lr: 0.01, milestones: [5, 8]}
+        train: {epochs: 10, optimizer: {lr: 0.01}, freeze: [a, b]}
     """)
     write(tmp_path / "child.yml", """
         _base_: [_base_/model.yml, _base_/sched.yml]
         imports: [child_mod]
         model:
           backbone: {kernel_size: 5}
-        train: {milestones: [3]}
+        train: {freeze: [c]}
     """)
     return tmp_path
 
@@ -40,17 +40,17 @@ def test_base_merge_dicts_lists_replaced(cfgs):
     cfg = C._load_with_bases(cfgs / "child.yml", ())
     assert cfg["model"]["backbone"] == {"type": "BlazeFaceFrontBackbone", "kernel_size": 5}
     assert cfg["model"]["loss"]["neg_pos_ratio"] == 3
-    assert cfg["train"] == {"epochs": 10, "lr": 0.01, "milestones": [3]}  # list replaced, not merged
+    assert cfg["train"] == {"epochs": 10, "optimizer": {"lr": 0.01}, "freeze": ["c"]}  # list replaced, not merged
     assert cfg["imports"] == ["base_mod", "child_mod"]  # imports accumulate
 
 
 def test_overrides_typed_as_yaml(cfgs):
     cfg = C._load_with_bases(cfgs / "child.yml", ())
-    out = C.apply_overrides(cfg, ["train.lr=1e-3", "train.epochs=3", "model.input_size=[160,128]",
-                                  "model.backbone.type=Other", "+train.new_key=true", "train.milestones.0=2"])
-    assert out["train"]["lr"] == 1e-3 and isinstance(out["train"]["lr"], float)
+    out = C.apply_overrides(cfg, ["train.optimizer.lr=1e-3", "train.epochs=3", "model.input_size=[160,128]",
+                                  "model.backbone.type=Other", "+train.new_key=true", "train.freeze.0=d"])
+    assert out["train"]["optimizer"]["lr"] == 1e-3 and isinstance(out["train"]["optimizer"]["lr"], float)
     assert out["train"]["epochs"] == 3 and out["model"]["input_size"] == [160, 128]
-    assert out["train"]["new_key"] is True and out["train"]["milestones"] == [2]
+    assert out["train"]["new_key"] is True and out["train"]["freeze"] == ["d"]
     assert cfg["train"]["epochs"] == 10  # input untouched
 
 
@@ -109,19 +109,19 @@ def test_get_and_replace(cfgs):
 def test_replace_marker_survives_bases_and_never_leaks(tmp_path):
     write(tmp_path / "a.yml", "data: {train: {dataset: {type: WiderFace, root: x}, batch_size: 2}}\n")
     write(tmp_path / "b.yml", "data: {train: {dataset: {_replace_: true, type: CocoFaces, ann_file: y}}}\n"
-                              "opt: {_replace_: true, type: AdamW}\n")
+                              "train: {optimizer: {_replace_: true, type: AdamW}}\n")
     write(tmp_path / "c.yml", "_base_: [a.yml, b.yml]\n")
     cfg = C.load(tmp_path / "c.yml")
     assert cfg["data"]["train"]["dataset"] == {"type": "CocoFaces", "ann_file": "y"}  # replaced, root gone
-    assert cfg["data"]["train"]["batch_size"] == 2 and cfg["opt"] == {"type": "AdamW"}  # no marker left
+    assert cfg["data"]["train"]["batch_size"] == 2 and cfg["train"]["optimizer"] == {"type": "AdamW"}  # no marker left
 
 
 def test_override_list_index_errors_name_the_list(cfgs):
     cfg = C._load_with_bases(cfgs / "child.yml", ())
-    with pytest.raises(C.ConfigError, match=r"'train.milestones' is a list of 1 items; expected an index 0..0, got '3'"):
-        C.apply_overrides(cfg, ["train.milestones.3=1"])
-    with pytest.raises(C.ConfigError, match=r"'train.milestones' is a list of 1 items.*got 'first'"):
-        C.apply_overrides(cfg, ["train.milestones.first=1"])
+    with pytest.raises(C.ConfigError, match=r"'train.freeze' is a list of 1 items; expected an index 0..0, got '3'"):
+        C.apply_overrides(cfg, ["train.freeze.3=1"])
+    with pytest.raises(C.ConfigError, match=r"'train.freeze' is a list of 1 items.*got 'first'"):
+        C.apply_overrides(cfg, ["train.freeze.first=1"])
     out = C.apply_overrides({"a": [{"b": 1}, {"b": 2}]}, ["a.1.b=5"])
     assert out == {"a": [{"b": 1}, {"b": 5}]}
 

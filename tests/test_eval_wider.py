@@ -71,14 +71,18 @@ def test_duplicate_on_a_recalled_face_is_a_false_positive():
     assert prec[0] == 1.0 and prec[-1] == 0.5
 
 
-def test_all_equal_scores_do_not_divide_by_zero():
-    assert np.array_equal(normalize_scores(np.array([0.7, 0.7, 0.7])), [1.0, 1.0, 1.0])
+def test_all_equal_scores_do_not_divide_by_zero_and_say_the_official_code_gives_0():
+    with pytest.warns(UserWarning, match=r"all 3 prediction scores are equal \(0.7\); the official wider_eval.m "
+                                         r"divides 0 by 0 .* reports AP 0"):
+        assert np.array_equal(normalize_scores(np.array([0.7, 0.7, 0.7])), [1.0, 1.0, 1.0])
     gt = _gt(FACES, [0, 1, 2, 3])
     preds = {("0--Ev", "img"): np.array([_row(f, 0.7) for f in FACES[:2]])}
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with pytest.warns(UserWarning, match="reports AP 0"):
         res = evaluate_wider(preds, gt)
     assert res.ap["easy"] == 0.5
+    with warnings.catch_warnings():  # distinct scores: no warning
+        warnings.simplefilter("error")
+        evaluate_wider({("0--Ev", "img"): np.array([_row(FACES[0], 0.7), _row(FACES[1], 0.6)])}, gt)
 
 
 def test_normalization_is_global_single_precision_and_keeps_scores_above_one():

@@ -13,11 +13,8 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 from torch import nn
 
+from .. import options
 from ..config import ConfigError
-
-#: what ``train.distill`` accepts (``true`` means every default)
-DISTILL_DEFAULTS: Dict[str, Any] = {"teacher": None, "weight": 1.0}
-
 
 class KeypointTeacher:
     """Gives the detector's loss the frozen starting model's raw outputs for a batch."""
@@ -33,23 +30,10 @@ class KeypointTeacher:
 
 
 def distill_options(spec: Any) -> Optional[Dict[str, Any]]:
-    """``train.distill`` (null/false, true or a dict) -> the options, or None when off."""
-    if spec is None or spec is False:
+    """``train.distill`` (null/false, true or a mapping, checked by :mod:`blazekit.options`) -> the options."""
+    if not spec:
         return None
-    if spec is True:
-        return dict(DISTILL_DEFAULTS)
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"train.distill: expected null, true or a mapping with {', '.join(DISTILL_DEFAULTS)}; "
-                          f"got {spec!r}")
-    unknown = sorted(set(spec) - set(DISTILL_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"train.distill: unknown key(s) {unknown}; accepted: teacher (weights; null = model.init), "
-                          "weight (multiplies the distilled keypoint loss)")
-    opts = {**DISTILL_DEFAULTS, **spec}
-    w = opts["weight"]
-    if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
-        raise ConfigError(f"train.distill.weight: expected a number > 0, got {w!r}")
-    return opts
+    return {**options.defaults(options.DISTILL), **(spec if isinstance(spec, Mapping) else {})}
 
 
 def build_teacher(model: nn.Module, spec: Any, init: Optional[str], device: torch.device,

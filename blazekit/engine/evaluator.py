@@ -34,14 +34,14 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from .. import options
 from ..config import ConfigError, expand_env
 from ..evaluation.coco import CocoDetections, CocoImage, evaluate_coco
 from ..evaluation.keypoints import NMEAccumulator
 from ..evaluation.wider import (WiderGroundTruth, WiderResult, evaluate_wider, key_from_path, load_wider_gt,
                                 write_predictions, xyxy_to_wider)
 
-DEFAULT_EVAL = {"score_thr": None, "max_det": 1000, "test_scale": None, "max_dets": [1, 10, 1000], "min_size": None,
-                "batch_size": 16, "wider_gt_dir": None, "wider_iou_mode": "matlab"}
+DEFAULT_EVAL = options.defaults(options.EVAL)  # the schema lives in blazekit.options
 
 
 def _dataset_cfgs(cfg: Mapping[str, Any], split: str) -> List[Tuple[str, Dict[str, Any]]]:
@@ -89,10 +89,7 @@ class Evaluator:
         self.vis_dir = Path(vis_dir) if vis_dir else None
         self.num_vis, self.vis_score_thr = int(num_vis), float(vis_score_thr)
         self.vis_written: List[Path] = []
-        unknown = set((cfg.get("eval") or {})) - set(DEFAULT_EVAL)
-        if unknown:
-            raise ConfigError(f"eval: unknown option(s) {sorted(unknown)}; accepted: {', '.join(DEFAULT_EVAL)}")
-        self.opts = {**DEFAULT_EVAL, **(cfg.get("eval") or {})}
+        self.opts = options.eval_options(cfg)
         self.wider_results: Dict[str, WiderResult] = {}
         self._predict_kwargs: Optional[Dict[str, Any]] = None
 

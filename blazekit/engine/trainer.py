@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import math
 import os
 import time
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from .. import config as config_lib
+from .. import options
 from ..checkpoint import load_checkpoint, nonfinite_tensors, remove_partial_writes
 from ..checkpoint import save_checkpoint as write_checkpoint
 from ..data.loader import DatasetNotFoundError, build_dataloader, check_dataset_paths  # noqa: F401 (tools import them here)
@@ -39,35 +39,8 @@ from .distill import build_teacher
 from .state import (TrainingError, amp_dtype, build_train_model, check_resumable, gather_rng_states,
                     restore_rng_state, seed_everything)
 
-#: every ``train:`` option with its default (unknown keys are refused with close matches)
-TRAIN_DEFAULTS: Dict[str, Any] = {
-    "epochs": 1,
-    "optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True},
-    "lr_scheduler": {"type": "Constant"},
-    "no_decay_norm_bias": True,     # no weight decay on BN weights and biases
-    "clip_grad_norm": None,         # max global grad norm, or null
-    "amp": None,                    # null | fp16 | bf16 (CUDA only; ignored with a note on CPU)
-    "ema": None,                    # {decay: 0.9998, tau: 2000} or null
-    "val_interval": 1,              # validate every N epochs (0: only at the end)
-    "val_metric": "coco/AP50",      # key of evaluate()'s dict that picks best.pt (e.g. wider/medium)
-    "val_mode": "max",              # max | min
-    "val_before_train": False,      # evaluate the initial weights first (fine-tuning baselines)
-    "val_vis": 4,                   # val images drawn (GT green, detections red) per validation: vis/epoch_NNN/
-    "checkpoint_interval": 0,       # also write last.pt every N iterations (0: only at epoch ends)
-    "log_interval": 20,             # iterations between metrics.jsonl records
-    "max_nonfinite_steps": 10,      # stop after this many non-finite losses in a row
-    "distill": None,                # keypoint self-distillation: true or {teacher: null (= model.init), weight: 1.0}
-    "freeze": [],                   # parameter-name patterns (fnmatch or prefix) not to train
-    "norm_eval": False,             # keep BatchNorm in eval mode (running stats fixed; affine still trained)
-    "sync_bn": False,               # convert BatchNorm to SyncBatchNorm under DDP
-    "find_unused_parameters": False,
-    "seed": 0,
-    "deterministic": False,         # torch.use_deterministic_algorithms (slower on CUDA)
-    "work_dir": None,
-    "progress_bar": True,
-    "tensorboard": True,
-    "init_strict": True,            # model.init must fit exactly (false: load the tensors that fit, log the rest)
-}
+#: every ``train:`` option with its default: the schema lives in :mod:`blazekit.options`
+TRAIN_DEFAULTS: Dict[str, Any] = options.defaults(options.TRAIN)
 
 #: trainer attributes saved in ``train_state`` beside the checkpointables (plain numbers and lists)
 COUNTERS = ("epoch", "iter_in_epoch", "global_step", "best_metric", "best_epoch", "nonfinite_in_row", "history")
@@ -164,22 +137,8 @@ class Trainer:
     # ------------------------------------------------------------------ setup helpers
     @staticmethod
     def _train_cfg(cfg: Mapping[str, Any]) -> Dict[str, Any]:
-        user = dict(cfg.get("train") or {})
-        unknown = [k for k in user if k not in TRAIN_DEFAULTS]
-        if unknown:
-            parts = []
-            for k in unknown:
-                m = difflib.get_close_matches(k, list(TRAIN_DEFAULTS), n=1)
-                parts.append(f"train.{k}" + (f" (did you mean train.{m[0]}?)" if m else ""))
-            raise config_lib.ConfigError(f"unknown training option(s): {', '.join(parts)}. "
-                                         f"Known: {', '.join(TRAIN_DEFAULTS)}")
-        out = copy.deepcopy(TRAIN_DEFAULTS)
-        out.update(copy.deepcopy(user))
-        if out["val_mode"] not in ("max", "min"):
-            raise config_lib.ConfigError(f"train.val_mode must be 'max' or 'min', got {out['val_mode']!r}")
-        if out["amp"] not in (None, False, "fp16", "bf16"):
-            raise config_lib.ConfigError(f"train.amp must be null, 'fp16' or 'bf16', got {out['amp']!r}")
-        return out
+        """``train:`` with every default filled, after validating the whole config (a model is required)."""
+        return options.train_options(cfg, require=("model",))
 
     def has_val(self) -> bool:
         return bool((self.cfg.get("data") or {}).get("val"))

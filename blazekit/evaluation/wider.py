@@ -217,7 +217,8 @@ def normalize_scores(scores: np.ndarray) -> np.ndarray:
     """MATLAB ``norm_score`` over all scores of the set: single-precision min-max to [0, 1] (float64 out).
 
     The running max/min start at ``realmin/realmax('single')`` so the result is single precision, as
-    in MATLAB. All-equal scores (a division by zero there) become 1.
+    in MATLAB. All-equal scores (a division by zero there) become 1, with a warning: the official code
+    ends with AP 0 on them, so the two numbers differ and a user comparing them must know why.
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.size == 0:
@@ -225,6 +226,10 @@ def normalize_scores(scores: np.ndarray) -> np.ndarray:
     hi = np.float32(max(_F32_TINY, np.float32(s.max())))
     lo = np.float32(min(_F32_MAX, np.float32(s.min())))
     if hi == lo:
+        what = f"all {s.size} prediction scores are equal" if s.size > 1 else "there is a single prediction score"
+        warnings.warn(f"WIDER: {what} ({float(s[0]):g}); the official "
+                      "wider_eval.m divides 0 by 0 in norm_score and reports AP 0 here, blazekit normalizes them to 1 "
+                      "and reports the AP of the predictions in their given order", UserWarning, stacklevel=2)
         return np.ones_like(s)
     return ((s.astype(np.float32) - lo) / np.float32(hi - lo)).astype(np.float64)
 

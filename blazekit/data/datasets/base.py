@@ -46,18 +46,22 @@ class FaceRecord:
 
 @dataclass
 class DatasetSummary:
-    """Counts of what validation did to a dataset, logged once at construction."""
+    """Counts of what validation did to a dataset: ``str()`` is one log line, :meth:`report` the readable block
+    the trainer writes to the console and train.log before training."""
 
     name: str = ""
     images: int = 0
     faces: int = 0
     ignored: int = 0
     clipped: int = 0
-    dropped_zero_area: int = 0
+    dropped_zero_area: int = 0  # zero width/height after clipping: degenerate, or entirely outside the image
     dropped_inverted: int = 0
+    images_all_dropped: int = 0  # annotated faces, none usable: the image serves as one without faces
     skipped_images: int = 0
     skipped_annotations: int = 0
     problems: List[str] = field(default_factory=list)  # first few skip reasons, for the log
+    skipped_files: List[str] = field(default_factory=list)  # every image left out as unreadable/corrupt
+    all_dropped_files: List[str] = field(default_factory=list)  # every image whose faces were all dropped
 
     def add(self, other: "DatasetSummary") -> None:
         """Add another dataset's counts (ConcatDataset's total); keeps the first few problems."""
@@ -65,14 +69,42 @@ class DatasetSummary:
             if isinstance(getattr(self, f.name), int):
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         self.problems.extend(other.problems[: max(0, 5 - len(self.problems))])
+        self.skipped_files.extend(other.skipped_files)
+        self.all_dropped_files.extend(other.all_dropped_files)
 
     def __str__(self) -> str:
         s = (f"{self.name}: {self.images} images, {self.faces} faces ({self.ignored} ignored); "
              f"clipped {self.clipped}, dropped {self.dropped_zero_area} zero-area and {self.dropped_inverted} inverted "
              f"boxes; skipped {self.skipped_images} images and {self.skipped_annotations} bad annotations")
+        if self.images_all_dropped:
+            s += f"; {self.images_all_dropped} images with every face dropped"
         if self.problems:
             s += "; e.g. " + " | ".join(self.problems[:3])
         return s
+
+    def report(self, max_files: int = 10) -> str:
+        """Several lines: what is used, what was changed and what was left out, with the file names."""
+        def names(files: List[str]) -> str:
+            more = f" (+{len(files) - max_files} more)" if len(files) > max_files else ""
+            return ", ".join(files[:max_files]) + more
+
+        lines = [f"dataset {self.name}: {self.images} images, {self.faces} faces ({self.ignored} ignored as small "
+                 f"or invalid)",
+                 f"  boxes clipped to the image: {self.clipped}",
+                 f"  boxes dropped: {self.dropped_zero_area} zero-area or outside the image, "
+                 f"{self.dropped_inverted} inverted (x2 < x1 or y2 < y1)"]
+        if self.images_all_dropped:
+            lines.append(f"  WARNING images with every face dropped (used as images without faces): "
+                         f"{self.images_all_dropped}: "
+                         f"{names(self.all_dropped_files)}")
+        if self.skipped_images:
+            lines.append(f"  WARNING images skipped as missing/corrupt (on_bad_sample: skip): {self.skipped_images}"
+                         + (f": {names(self.skipped_files)}" if self.skipped_files else ""))
+        if self.skipped_annotations:
+            lines.append(f"  WARNING malformed annotations skipped: {self.skipped_annotations}")
+        if self.problems:
+            lines.append("  first problems: " + " | ".join(self.problems[:3]))
+        return "\n".join(lines)
 
 
 def select_labels(names: Dict[Any, str], wanted: Optional[Sequence[Any]], label_map: Optional[Dict[Any, int]],
@@ -100,11 +132,46 @@ def select_labels(names: Dict[Any, str], wanted: Optional[Sequence[Any]], label_
     return out
 
 
+def jpeg_problem(path: PathLike) -> Optional[str]:
+    """Why a JPEG file is incomplete, or None (also for files that are not JPEG).
+
+    OpenCV decodes a truncated JPEG without an error (the missing rows come out grey), so this is checked
+    explicitly: a complete JPEG ends with the end-of-image marker FF D9, which cannot occur inside the
+    compressed data (byte stuffing). Reading the last KiB makes this nearly free. A file with data appended
+    after the marker (some cameras add a video or padding) is confirmed by decoding it at 1/8 scale with
+    PIL, which reads every compressed byte and says how many were missing.
+    """
+    p = os.fspath(path)
+    with open(p, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return None
+        size = os.fstat(f.fileno()).st_size
+        f.seek(max(2, size - 1024))
+        if b"\xff\xd9" in f.read():
+            return None
+    from PIL import Image, ImageFile
+
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # a global a user may have set: then PIL would not tell either
+        return "no JPEG end-of-image marker (the file is cut off)"
+    try:
+        with Image.open(p) as im:
+            im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+            im.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"{exc} (the file is cut off or damaged)"
+    return None
+
+
 def read_image(path: PathLike) -> np.ndarray:
-    """HxWx3 uint8 RGB. Grayscale is expanded, alpha dropped, EXIF rotation applied (OpenCV's default)."""
+    """HxWx3 uint8 RGB. Grayscale is expanded, alpha dropped, EXIF rotation applied (OpenCV's default).
+
+    A truncated JPEG is an error (OpenCV alone would return it with grey rows)."""
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise DataError(f"image file not found: {p}")
+    why = jpeg_problem(p)
+    if why is not None:
+        raise DataError(f"corrupt image {p}: {why}")
     img = cv2.imread(p, cv2.IMREAD_COLOR)
     if img is None:
         raise DataError(f"cannot decode image {p}: the file is corrupt or not an image format OpenCV reads")
@@ -169,9 +236,16 @@ class FaceDataset(Dataset):
             try:
                 self.records.append(self._validate(rec))
             except DataError as exc:
-                self.bad_sample(exc, kind="image")
+                self.bad_sample(exc, kind="image", path=rec.path)
         self.summary.images = len(self.records)
         logger.info(str(self.summary))
+        if self.summary.skipped_files:
+            logger.warning("%s: skipped %d missing/corrupt images (on_bad_sample: skip): %s", self.describe(),
+                           len(self.summary.skipped_files), ", ".join(self.summary.skipped_files[:3]))
+        if self.summary.images_all_dropped:
+            logger.warning("%s: %d images have annotated faces but every box was dropped (zero-area, outside the "
+                           "image or inverted); they train as images without faces: %s", self.describe(),
+                           self.summary.images_all_dropped, ", ".join(self.summary.all_dropped_files[:3]))
         if not self.records:
             why = (f"all {self.summary.skipped_images} were skipped as unreadable ({'; '.join(self.summary.problems[:2])})"
                    if self.summary.skipped_images else "the annotations list no images (empty file or filter?)")
@@ -186,12 +260,14 @@ class FaceDataset(Dataset):
         """Short name used in the summary and in errors."""
         return type(self).__name__
 
-    def bad_sample(self, exc: Exception, kind: str = "annotation") -> None:
+    def bad_sample(self, exc: Exception, kind: str = "annotation", path: Optional[PathLike] = None) -> None:
         """Raise ``exc`` or, with ``on_bad_sample: skip``, count it (parsers call this for malformed lines)."""
         if self.on_bad_sample == "raise":
             raise exc
         if kind == "image":
             self.summary.skipped_images += 1
+            if path is not None:
+                self.summary.skipped_files.append(os.fspath(path))
         else:
             self.summary.skipped_annotations += 1
         if len(self.summary.problems) < 5:
@@ -204,6 +280,9 @@ class FaceDataset(Dataset):
         h, w = rec.size if rec.size is not None else image_size(path)
         if rec.size is not None and not os.path.isfile(path):
             raise DataError(f"image file not found: {path} (listed by {self.describe()})")
+        why = jpeg_problem(path)
+        if why is not None:
+            raise DataError(f"corrupt image {path} (listed by {self.describe()}): {why}")
         K = self.num_keypoints
         boxes = _as_array([] if rec.boxes is None else rec.boxes, np.float32, (4,), None, "boxes", where)
         n = len(boxes)
@@ -242,6 +321,9 @@ class FaceDataset(Dataset):
         s.clipped += int((was_clipped & keep).sum())
         s.faces += int(keep.sum())
         s.ignored += int((ignore & keep).sum())
+        if n and not keep.any():  # kept (WIDER marks some face-free images "1 face at 0 0 0 0") but said aloud
+            s.images_all_dropped += 1
+            s.all_dropped_files.append(path)
         return {
             "path": path, "image_id": rec.image_id if rec.image_id is not None else path, "orig_size": (int(h), int(w)),
             "boxes": clipped[keep], "labels": labels[keep], "keypoints": kpts[keep], "keypoints_visible": vis[keep],
@@ -275,6 +357,7 @@ class FaceDataset(Dataset):
                 if self.on_bad_sample == "raise":
                     raise
                 self.summary.skipped_images += 1
+                self.summary.skipped_files.append(self.records[i]["path"])
                 logger.warning("skipping unreadable sample %d (%s): %s", i, self.describe(), exc)
         else:
             raise DataError(f"{self.describe()}: no readable image left (on_bad_sample=skip skipped all {len(self)})")

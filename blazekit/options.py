@@ -1,0 +1,392 @@
+"""Every config option blazekit reads, with its type, range and default, in one place.
+
+A config is still a plain nested dict (see :mod:`blazekit.config`); this module only says what may be in it.
+:func:`validate` is called once when a config is loaded, so a typo (``trian:``), a wrong type
+(``train.epochs=ten``) or an impossible value (``batch_size=0``, ``model.input_size=[100,100]``) stops the run
+with one line naming the key, what was given and what is expected, before any data is read.
+
+Sections that are built from the registry (a ``type:`` dict such as ``model``, ``train.optimizer`` or a dataset)
+keep their own argument checking (:class:`blazekit.registry.BuildError`); only the few arguments whose
+range blazekit knows (``lr > 0``, the input size) are checked here as well.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+from .registry import close_matches
+
+#: a check returns None when the value is fine, else what was expected ("an integer >= 1")
+Check = Callable[[Any], Optional[str]]
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<no default>"
+
+
+NO_DEFAULT = _Missing()
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One option: its check, its default (``NO_DEFAULT``: read by a builder with its own default) and what it does."""
+
+    check: Check
+    default: Any = NO_DEFAULT
+    doc: str = ""
+
+
+# ----------------------------------------------------------------------------- checks
+def _is_int(v: Any) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def integer(lo: Optional[int] = None) -> Check:
+    """An int (``1.5`` or ``"ten"`` is refused, never truncated) of at least ``lo``."""
+    want = "an integer" + (f" >= {lo}" if lo is not None else "")
+
+    def check(v: Any) -> Optional[str]:
+        if not _is_int(v) or (lo is not None and v < lo):
+            return want
+        return None
+
+    return check
+
+
+def number(gt: Optional[float] = None, ge: Optional[float] = None, le: Optional[float] = None) -> Check:
+    """A finite real number within the given bounds."""
+    bounds = [f"> {gt:g}" if gt is not None else "", f">= {ge:g}" if ge is not None else "",
+              f"<= {le:g}" if le is not None else ""]
+    want = "a number" + ("" if not any(bounds) else " " + " and ".join(b for b in bounds if b))
+
+    def check(v: Any) -> Optional[str]:
+        if not isinstance(v, Real) or isinstance(v, bool) or not math.isfinite(v):
+            return want
+        if (gt is not None and v <= gt) or (ge is not None and v < ge) or (le is not None and v > le):
+            return want
+        return None
+
+    return check
+
+
+def boolean(v: Any) -> Optional[str]:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def text(v: Any) -> Optional[str]:
+    return None if isinstance(v, str) else "a string"
+
+
+def one_of(*choices: Any) -> Check:
+    want = "one of " + ", ".join("null" if c is None else repr(c) for c in choices)
+    return lambda v: None if any(v is c or (type(v) is type(c) and v == c) for c in choices) else want
+
+
+def optional(inner: Check) -> Check:
+    """``null`` or a value ``inner`` accepts."""
+    def check(v: Any) -> Optional[str]:
+        if v is None:
+            return None
+        why = inner(v)
+        return None if why is None else f"null or {why}"
+
+    return check
+
+
+def list_of(inner: Check, what: str) -> Check:
+    def check(v: Any) -> Optional[str]:
+        if not isinstance(v, (list, tuple)) or any(inner(x) is not None for x in v):
+            return f"a list of {what}"
+        return None
+
+    return check
+
+
+def mapping(v: Any) -> Optional[str]:
+    return None if isinstance(v, Mapping) else "a mapping"
+
+
+def size_hw(v: Any) -> Optional[str]:
+    """``128`` or ``[H, W]`` of positive ints."""
+    if _is_int(v) and v > 0:
+        return None
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v):
+        return None
+    return "a positive integer or [H, W] of positive integers"
+
+
+def eval_scale(v: Any) -> Optional[str]:
+    ok = v is None or v == "original" or size_hw(v) is None
+    return None if ok else "null, 'original', a positive integer or [H, W]"
+
+
+def max_dets(v: Any) -> Optional[str]:
+    ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(x) and x > 0 for x in v)
+    return None if ok else "a list of 3 positive integers"
+
+
+def dataset_value(v: Any) -> Optional[str]:
+    ok = isinstance(v, Mapping) or (isinstance(v, list) and all(isinstance(d, Mapping) for d in v))
+    return None if ok else "a registry-built dataset (a mapping with type:) or a list of them"
+
+
+# ----------------------------------------------------------------------------- the schema
+#: ``train:`` (read by :class:`blazekit.engine.trainer.Trainer`); every key has a default
+TRAIN: Dict[str, Opt] = {
+    "epochs": Opt(integer(1), 1),
+    "optimizer": Opt(mapping, {"type": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True},
+                     "a registry-built optimizer (type: SGD | AdamW | ...)"),
+    "lr_scheduler": Opt(mapping, {"type": "Constant"}, "a registry-built learning-rate schedule"),
+    "no_decay_norm_bias": Opt(boolean, True, "no weight decay on BN weights and biases"),
+    "clip_grad_norm": Opt(optional(number(gt=0)), None, "max global grad norm, or null"),
+    "amp": Opt(one_of(None, False, "fp16", "bf16"), None, "null | fp16 | bf16 (CUDA only; ignored with a note on CPU)"),
+    "ema": Opt(optional(mapping), None, "{decay: 0.9998, tau: 2000} or null"),
+    "val_interval": Opt(integer(0), 1, "validate every N epochs (0: only at the end)"),
+    "val_metric": Opt(text, "coco/AP50", "key of evaluate()'s dict that picks best.pt (e.g. wider/medium)"),
+    "val_mode": Opt(one_of("max", "min"), "max"),
+    "val_before_train": Opt(boolean, False, "evaluate the initial weights first (fine-tuning baselines)"),
+    "val_vis": Opt(optional(integer(0)), 4, "val images drawn (GT green, detections red) per validation"),
+    "checkpoint_interval": Opt(integer(0), 0, "also write last.pt every N iterations (0: only at epoch ends)"),
+    "log_interval": Opt(integer(1), 20, "iterations between metrics.jsonl records"),
+    "max_nonfinite_steps": Opt(integer(1), 10, "stop after this many non-finite losses in a row"),
+    "distill": Opt(lambda v: None if v is None or isinstance(v, (bool, Mapping)) else "null, true or a mapping",
+                   None, "keypoint self-distillation: true or {teacher: null (= model.init), weight: 1.0}"),
+    "freeze": Opt(list_of(text, "parameter-name patterns"), [],
+                  "parameter-name patterns (fnmatch or prefix) not to train"),
+    "norm_eval": Opt(boolean, False, "keep BatchNorm in eval mode (running stats fixed; affine still trained)"),
+    "sync_bn": Opt(boolean, False, "convert BatchNorm to SyncBatchNorm under DDP"),
+    "find_unused_parameters": Opt(boolean, False),
+    "seed": Opt(integer(0), 0),
+    "deterministic": Opt(boolean, False, "torch.use_deterministic_algorithms (slower on CUDA)"),
+    "work_dir": Opt(optional(text), None),
+    "progress_bar": Opt(boolean, True),
+    "tensorboard": Opt(boolean, True),
+    "init_strict": Opt(boolean, True, "model.init must match every parameter of the model"),
+}
+
+#: ``train.distill`` (:mod:`blazekit.engine.distill`): faces without keypoint labels learn the teacher's keypoints
+DISTILL: Dict[str, Opt] = {
+    "teacher": Opt(optional(text), None, "weights of the teacher (null: the model.init weights)"),
+    "weight": Opt(number(gt=0), 1.0, "multiplies the distilled keypoints' loss"),
+}
+
+#: arguments of registry-built ``train`` parts whose range is known (the registry checks the names)
+OPTIMIZER_ARGS: Dict[str, Opt] = {
+    "lr": Opt(number(gt=0)),
+    "weight_decay": Opt(number(ge=0)),
+    "momentum": Opt(number(ge=0)),
+}
+EMA: Dict[str, Opt] = {
+    "decay": Opt(number(gt=0, le=1), 0.9998),
+    "tau": Opt(number(ge=0), 2000.0),
+}
+
+#: ``eval:`` (read by :class:`blazekit.engine.evaluator.Evaluator`)
+EVAL: Dict[str, Opt] = {
+    "score_thr": Opt(optional(number(ge=0, le=1)), None, "null: the model's postprocess.score_thr"),
+    "max_det": Opt(integer(1), 1000, "detections kept per image"),
+    "test_scale": Opt(eval_scale, None,
+                      "null: model.input_size; 'original': each image at its own size rounded up to the stride"),
+    "max_dets": Opt(max_dets, [1, 10, 1000], "COCO maxDets"),
+    "min_size": Opt(optional(number(ge=0)), None, "ground-truth faces smaller than this are ignored"),
+    "batch_size": Opt(integer(1), 16),
+    "wider_gt_dir": Opt(optional(text), None),
+    "wider_iou_mode": Opt(one_of("matlab", "float"), "matlab"),
+}
+
+#: ``data.<split>:`` (read by :func:`blazekit.data.loader.build_dataloader` and the trainer's loader); the
+#: defaults depend on the split (train: shuffle, 2 workers; evaluation: in order, 0 workers), see there
+LOADER: Dict[str, Opt] = {
+    "dataset": Opt(dataset_value),
+    "transforms": Opt(optional(list_of(mapping, "transforms (mappings with type:)"))),
+    "batch_size": Opt(integer(1)),
+    "num_workers": Opt(integer(0)),
+    "shuffle": Opt(boolean),
+    "drop_last": Opt(boolean),
+    "pin_memory": Opt(boolean),
+    "persistent_workers": Opt(boolean),
+    "prefetch_factor": Opt(optional(integer(1))),
+}
+
+#: ``model.preprocess:`` (the detector fills the defaults)
+PREPROCESS: Dict[str, Opt] = {
+    "resize": Opt(one_of("letterbox", "stretch"), "letterbox"),
+    "normalize": Opt(one_of("minus_one_one", "zero_one"), "minus_one_one"),
+    "pad_value": Opt(lambda v: None if _is_int(v) and 0 <= v <= 255 else "an integer in 0..255", 0),
+}
+
+#: the top level of a config
+TOP_LEVEL = ("model", "data", "train", "eval", "imports", "_source_")
+
+#: the largest stride of BlazeFace's backbones (input sizes must be a multiple of the model's largest stride)
+DEFAULT_STRIDE = 16
+
+
+# ----------------------------------------------------------------------------- validation
+class _Fail(Exception):
+    """Internal: carries the message; turned into a ConfigError (kept here so options.py imports no config)."""
+
+
+def _shown(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _bad(key: str, value: Any, expected: str) -> str:
+    return f"{key} = {_shown(value)}: expected {expected}"
+
+
+def _unknown(key: str, where: str, known: Sequence[str]) -> str:
+    full = f"{where}.{key}" if where else str(key)
+    hint = close_matches(str(key), [k for k in known if not k.startswith("_")])
+    msg = f"unknown config key {full!r}"
+    if hint:
+        msg += f"; did you mean {' or '.join(f'{where}.{h}' if where else h for h in hint)}?"
+    shown = ", ".join(k for k in known if not k.startswith("_"))
+    return msg + ("" if hint else ".") + f" Known {'keys in ' + where if where else 'top-level keys'}: {shown}"
+
+
+def check_section(section: Any, schema: Mapping[str, Opt], where: str, open_keys: bool = False) -> None:
+    """Every key of ``section`` is in ``schema`` (unless ``open_keys``) and passes its check."""
+    if not isinstance(section, Mapping):
+        raise _Fail(_bad(where, section, "a mapping"))
+    for k, v in section.items():
+        if k not in schema:
+            if open_keys:
+                continue
+            raise _Fail(_unknown(k, where, list(schema)))
+        why = schema[k].check(v)
+        if why is not None:
+            raise _Fail(_bad(f"{where}.{k}", v, why))
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, Mapping):
+        raise _Fail(_bad("model", model, "a mapping (type: BlazeFace, backbone: ..., input_size: ...)"))
+    for k, check in (("num_keypoints", integer(0)), ("init", optional(text)), ("type", text)):
+        if k in model and check(model[k]) is not None:
+            raise _Fail(_bad(f"model.{k}", model[k], check(model[k])))
+    if "preprocess" in model and model["preprocess"] is not None:
+        check_section(model["preprocess"], PREPROCESS, "model.preprocess")
+    if "input_size" in model:
+        size = model["input_size"]
+        if size_hw(size) is not None:
+            raise _Fail(_bad("model.input_size", size, size_hw(size)))
+        stride = model_stride(model)
+        hw = (size, size) if _is_int(size) else tuple(size)
+        if hw[0] % stride or hw[1] % stride:
+            near = [max(stride, int(round(x / stride)) * stride) for x in hw]
+            raise _Fail(_bad("model.input_size", size, f"sizes divisible by {stride}, the model's largest stride "
+                                                      f"(e.g. {near})"))
+
+
+def model_stride(model: Mapping[str, Any]) -> int:
+    """The largest stride of the model: ``model.anchors.strides`` when the config gives them, else 16."""
+    strides = (model.get("anchors") or {}).get("strides") if isinstance(model.get("anchors"), Mapping) else None
+    if isinstance(strides, (list, tuple)) and strides and all(_is_int(s) and s > 0 for s in strides):
+        return int(max(strides))
+    return DEFAULT_STRIDE
+
+
+def _check_train(train: Any) -> None:
+    check_section(train, TRAIN, "train")
+    opt = train.get("optimizer")
+    if isinstance(opt, Mapping):
+        check_section(opt, OPTIMIZER_ARGS, "train.optimizer", open_keys=True)
+    if isinstance(train.get("ema"), Mapping):
+        check_section(train["ema"], EMA, "train.ema")
+    if isinstance(train.get("distill"), Mapping):
+        check_section(train["distill"], DISTILL, "train.distill")
+
+
+def _check_data(data: Any) -> None:
+    from .data.loader import check_split_cfg
+
+    if not isinstance(data, Mapping):
+        raise _Fail(_bad("data", data, "a mapping of splits (train:, val:, ...) to loader settings"))
+    for split, split_cfg in data.items():
+        if split_cfg is None:
+            continue
+        where = f"data.{split}"
+        if not isinstance(split_cfg, Mapping):
+            raise _Fail(_bad(where, split_cfg, "a mapping with dataset: and loader settings"))
+        if "dataset" not in split_cfg:
+            raise _Fail(f"{where} has no 'dataset' entry; expected dataset: {{type: ..., ...}} "
+                        f"(keys given: {', '.join(map(str, split_cfg)) or 'none'})")
+        try:  # the loader's own key check, so a typo reads the same here and there
+            check_split_cfg(split_cfg, where)
+        except ValueError as exc:
+            raise _Fail(str(exc)) from None
+        check_section(split_cfg, LOADER, where)
+
+
+def _check_imports(imports: Any) -> None:
+    if imports is not None and list_of(text, "module names")(imports) is not None:
+        raise _Fail(_bad("imports", imports, "a list of module names, e.g. [my_faces]"))
+
+
+def problems(cfg: Any, require: Sequence[str] = ()) -> Optional[str]:
+    """The first problem of ``cfg`` as one line, or None. Only sections present are checked (tests build
+    detectors from partial dicts); ``require`` names top-level sections that must be there (a tool's config)."""
+    try:
+        if not isinstance(cfg, Mapping):
+            raise _Fail(_bad("<config>", cfg, "a mapping of sections (model:, data:, train:, ...)"))
+        for k in cfg:
+            if k not in TOP_LEVEL:
+                raise _Fail(_unknown(k, "", TOP_LEVEL))
+        for k in require:
+            if cfg.get(k) is None:
+                given = ", ".join(str(g) for g in cfg if not str(g).startswith("_")) or "none"
+                raise _Fail(f"the config has no '{k}:' section; expected {REQUIRED_HINT.get(k, 'one')} "
+                            f"(top-level keys given: {given})")
+        if cfg.get("model") is not None:
+            _check_model(cfg["model"])
+        if cfg.get("train") is not None:
+            _check_train(cfg["train"])
+        if cfg.get("eval") is not None:
+            check_section(cfg["eval"], EVAL, "eval")
+        if cfg.get("data") is not None:
+            _check_data(cfg["data"])
+        _check_imports(cfg.get("imports"))
+    except _Fail as exc:
+        return str(exc)
+    return None
+
+
+REQUIRED_HINT = {
+    "model": "e.g. '_base_: [blazeface_front.yml]' or model: {type: BlazeFace, ...}",
+    "data": "data: {train: {dataset: {type: ..., ...}}}",
+}
+
+
+def validate(cfg: Any, require: Sequence[str] = (), source: Optional[str] = None) -> None:
+    """Raise :class:`blazekit.config.ConfigError` (one line: file, key, given, expected) on the first problem."""
+    from .config import ConfigError
+
+    msg = problems(cfg, require)
+    if msg is not None:
+        src = source or (cfg.get("_source_") if isinstance(cfg, Mapping) else None)
+        raise ConfigError(f"{src}: {msg}" if src else msg)
+
+
+def defaults(schema: Mapping[str, Opt]) -> Dict[str, Any]:
+    """A fresh copy of every default of ``schema``."""
+    return {k: copy.deepcopy(o.default) for k, o in schema.items() if o.default is not NO_DEFAULT}
+
+
+def train_options(cfg: Mapping[str, Any], require: Sequence[str] = ("model",)) -> Dict[str, Any]:
+    """``train:`` of ``cfg`` with every default filled, after validating the whole config."""
+    validate(cfg, require=require)
+    out = defaults(TRAIN)
+    out.update(copy.deepcopy(dict(cfg.get("train") or {})))
+    return out
+
+
+def eval_options(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """``eval:`` of ``cfg`` with every default filled (the section is validated)."""
+    validate({"eval": cfg.get("eval")}, source=cfg.get("_source_"))
+    return {**defaults(EVAL), **copy.deepcopy(dict(cfg.get("eval") or {}))}
