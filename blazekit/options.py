@@ -199,7 +199,7 @@ EVAL: Dict[str, Opt] = {
 }
 
 #: ``data.<split>:`` (read by :func:`blazekit.data.loader.build_dataloader` and the trainer's loader); the
-#: defaults depend on the split (train: shuffle, 2 workers; evaluation: in order, 0 workers), see there
+#: defaults depend on the split (train: shuffled; evaluation: in order; 0 workers unless set), see there
 LOADER: Dict[str, Opt] = {
     "dataset": Opt(dataset_value),
     "transforms": Opt(optional(list_of(mapping, "transforms (mappings with type:)"))),

@@ -12,11 +12,11 @@ from torch.utils.data import DataLoader
 
 from ..config import ConfigError, expand_env
 from .collate import collate
+from .. import options
 from .sampler import EpochSampler, SeededDataset, seed_transforms
 
 DEFAULT_TRANSFORMS = [{"type": "Letterbox"}, {"type": "Normalize"}]
-LOADER_KEYS = {"dataset", "transforms", "batch_size", "num_workers", "shuffle", "pin_memory", "persistent_workers",
-               "drop_last", "prefetch_factor"}
+LOADER_KEYS = frozenset(options.LOADER)
 
 
 def worker_init(worker_id: int) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import anchors as _anchors, coder as _coder, losses as _losses, matcher as _matcher  # noqa: F401
 from .. import postprocess as _postprocess  # noqa: F401  (the imports above and here register the built-ins)
-from .. import config as config_lib
+from .. import config as config_lib, options
 from ..checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights
 from ..registry import (ANCHOR_GENERATORS, BACKBONES, BOX_CODERS, DETECTORS, HEADS, LOSSES, MATCHERS, NECKS,
                         POSTPROCESSORS)
@@ -69,14 +69,10 @@ def model_section(cfg: Union[PathLike, Mapping[str, Any]]) -> Dict[str, Any]:
         cfg = config_lib.load(cfg)
     if not isinstance(cfg, Mapping):
         raise TypeError(f"build_detector: expected a config path or dict, got {type(cfg).__name__}")
-    if "model" in cfg:
-        model = cfg["model"]
-        if not isinstance(model, Mapping):
-            raise ValueError(f"build_detector: config 'model' must be a mapping, got {type(model).__name__}")
-        return dict(model)
     if "backbone" in cfg or "type" in cfg:
         return dict(cfg)
-    raise ValueError(f"build_detector: the config has no 'model' section (keys: {sorted(cfg)})")
+    options.validate(cfg, require=("model",))  # a missing or malformed model: one ConfigError naming the file
+    return dict(cfg["model"])
 
 
 def load_weights(model: nn.Module, weights: PathLike, strict: bool = True) -> Dict[str, List[Any]]:
