@@ -27,9 +27,10 @@ Sample = Dict[str, Any]
 class Mosaic(Dataset):
     """``{type: Mosaic, dataset: {type: WiderFace, ...}, p: 0.5, size: 640}``: 2x2 mosaics of the inner dataset.
 
-    With probability ``p`` sample ``i`` becomes a mosaic of itself (top-left) and 3 random other samples:
-    each is scaled so its longer side is ``size`` and placed in one quadrant around a centre drawn uniformly
-    in the middle half of a ``2 size`` square canvas painted ``fill`` (grey level, [R, G, B], ``"mean"``).
+    With probability ``p`` sample ``i`` becomes a mosaic of itself (top-left) and 3 other random samples
+    (distinct when the dataset has 4 or more): each is scaled so its longer side is ``size`` and placed in
+    one quadrant around a centre drawn uniformly in the middle half of a ``2 size`` square canvas painted
+    ``fill`` (grey level, [R, G, B], ``"mean"``).
     With ``crop: true`` (default, as Ultralytics) the central ``size x size`` window is kept (it always
     shows part of all four), otherwise the whole canvas. Faces cut by a tile or crop edge are kept while
     their box centre is inside (clipped), like :class:`~blazekit.data.transforms.RandomFaceCrop`.
@@ -81,7 +82,7 @@ class Mosaic(Dataset):
     def __getitem__(self, index: int) -> Sample:
         rng = self.rng
         if len(self) > 1 and rng.random() < self.p:
-            others = rng.integers(0, len(self) - 1, size=3)
+            others = rng.choice(len(self) - 1, size=3, replace=len(self) < 4)  # distinct where possible
             others = others + (others >= index)  # never the sample itself
             sample = self.mosaic([self.dataset[index]] + [self.dataset[int(j)] for j in others], rng)
         else:
