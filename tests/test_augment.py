@@ -302,8 +302,12 @@ def test_multi_scale_is_deterministic_and_checks_sizes():
     assert build_collate(None) is collate
     with pytest.raises(ValueError, match="divisible by 16"):
         MultiScaleCollate(sizes=[100])
-    with pytest.raises(ValueError, match="sizes"):
+    from blazekit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.train.multi_scale: needs 'sizes'"):
         build_collate({"size": [128]})
+    with pytest.raises(ConfigError, match="data.train.multi_scale: .*divisible by 8"):
+        build_collate({"sizes": [100], "stride": 8})
 
 
 def test_multi_scale_batches_train_the_detector():

@@ -77,14 +77,19 @@ def resize_batch(images: torch.Tensor, targets: List[Dict[str, Any]], size: Size
     return images, out
 
 
-def build_collate(multi_scale: Optional[Mapping[str, Any]] = None) -> Any:
+def build_collate(multi_scale: Optional[Mapping[str, Any]] = None, where: str = "data.train.multi_scale") -> Any:
     """The collate function of a ``data.<split>`` section: plain :func:`collate`, or :class:`MultiScaleCollate`
-    from its ``multi_scale: {sizes: [...], stride: 16}`` entry."""
+    from its ``multi_scale: {sizes: [...], stride: 16}`` entry (a mistake is a ConfigError naming ``where``)."""
+    from ..config import ConfigError
+
     if not multi_scale:
         return collate
     if not isinstance(multi_scale, Mapping):
-        raise ValueError(f"multi_scale: expected a mapping like {{sizes: [96, 112, 128]}}, got {multi_scale!r}")
+        raise ConfigError(f"{where}: expected a mapping like {{sizes: [96, 112, 128]}}, got {multi_scale!r}")
     unknown = sorted(set(multi_scale) - {"sizes", "stride", "mode"})
     if unknown or "sizes" not in multi_scale:
-        raise ValueError(f"multi_scale: needs 'sizes' and takes only sizes/stride/mode, got keys {sorted(multi_scale)}")
-    return MultiScaleCollate(**dict(multi_scale))
+        raise ConfigError(f"{where}: needs 'sizes' and takes only sizes/stride/mode, got keys {sorted(multi_scale)}")
+    try:
+        return MultiScaleCollate(**dict(multi_scale))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
