@@ -17,8 +17,8 @@ from blazekit.anchors import SSDAnchorGenerator
 from blazekit.data import build_dataset, collate
 from blazekit.data.mosaic import Mosaic
 from blazekit.data.multiscale import MultiScaleCollate, build_collate
-from blazekit.data.transforms import (Compose, DataAnchorSampling, Expand, Letterbox, Normalize, build_transforms,
-                                      place_sample)
+from blazekit.data.transforms import (Compose, DataAnchorSampling, Expand, HorizontalFlip, Letterbox, Normalize,
+                                      build_transforms, place_sample)
 from blazekit.losses import FocalMultiBoxLoss, MultiBoxLoss
 from blazekit.matcher import IGNORED, ATSSMatcher, IoUMatcher
 from blazekit.registry import DATASETS, LOSSES, MATCHERS
@@ -91,8 +91,31 @@ def check_faces(sample, min_checked=1):
 
 
 def seeded(t, seed):
-    c = Compose([t], seed=seed)
-    return c
+    return Compose([t], seed=seed)
+
+
+def test_structure_check_catches_moved_keypoints_and_flip_keeps_it():
+    """The check itself: it fails on a keypoint moved by 2 px; a horizontal flip (which swaps left/right
+    identities, see test_data_transforms) keeps every keypoint at its fraction of the mirrored box."""
+    s = make_sample(0)
+    check_faces(s, min_checked=2)
+    bad = dict(s, keypoints=s["keypoints"].copy())
+    bad["keypoints"][0, 2, 0] += 2
+    with pytest.raises(AssertionError):
+        check_faces(bad)
+    assert check_faces(seeded(HorizontalFlip(p=1.0), 0)(s)) == 2
+
+
+@pytest.mark.parametrize("make", [lambda: Expand(ratio=(1.5, 3.0), p=0.7),
+                                  lambda: DataAnchorSampling(p=0.7, input_size=(128, 128))])
+def test_new_transforms_are_deterministic_per_seed(make):
+    def run(seed):
+        pipe = Compose([make()], seed=seed)
+        return [pipe(make_sample(i)) for i in range(len(SIZES))]
+
+    a, b, c = run(0), run(0), run(1)
+    assert all(np.array_equal(x["image"], y["image"]) and np.array_equal(x["boxes"], y["boxes"]) for x, y in zip(a, b))
+    assert any(x["image"].shape != z["image"].shape or not np.array_equal(x["image"], z["image"]) for x, z in zip(a, c))
 
 
 # ----------------------------------------------------------------------------------------- zoom-out
