@@ -135,23 +135,28 @@ class ATSSMatcher:
         if n == 0 or not real.any():
             return self._ignore(matches, iou, ignored)
         centres = (boxes[..., :2] + boxes[..., 2:]) / 2  # [B, N, 2]
-        dist = (centres[..., None, :] - priors[:, :2]).norm(dim=-1)  # [B, N, A]
-        candidate = torch.zeros_like(iou, dtype=torch.bool)
+        dist = (centres[..., None, :] - priors[:, :2]).square().sum(-1)  # [B, N, A] squared: same order
         groups = prior_groups(priors)
-        for g in range(int(groups.max()) + 1):
-            idx = (groups == g).nonzero().squeeze(1)
-            nearest = dist[..., idx].topk(min(self.topk, len(idx)), dim=-1, largest=False).indices
-            candidate.scatter_(2, idx[nearest], True)
-        count = candidate.sum(-1, keepdim=True).to(iou.dtype)
-        mean = (iou * candidate).sum(-1, keepdim=True) / count
-        std = (((iou - mean) ** 2 * candidate).sum(-1, keepdim=True) / (count - 1).clamp_min(1)).sqrt()
-        px, py = priors[:, 0], priors[:, 1]
-        inside = ((px > boxes[..., 0:1]) & (px < boxes[..., 2:3]) & (py > boxes[..., 1:2]) & (py < boxes[..., 3:4]))
-        positive = candidate & inside & (iou >= mean + std) & real[..., None]
+        order = torch.argsort(groups, stable=True)  # anchors grouped by shape: each group is one slice
+        dist = dist[..., order]
+        picked, start = [], 0
+        for count in torch.bincount(groups).tolist():
+            near = dist[..., start:start + count].topk(min(self.topk, count), dim=-1, largest=False).indices
+            picked.append(order[near + start])
+            start += count
+        cand = torch.cat(picked, dim=-1)  # [B, N, C] candidate anchor indices (groups are disjoint)
+        cand_iou = iou.gather(2, cand)
+        mean = cand_iou.mean(-1, keepdim=True)
+        std = cand_iou.std(-1, keepdim=True) if cand.shape[-1] > 1 else torch.zeros_like(mean)
+        c = priors[cand]  # [B, N, C, 4]
+        b = boxes[..., None, :]
+        inside = (c[..., 0] > b[..., 0]) & (c[..., 0] < b[..., 2]) & (c[..., 1] > b[..., 1]) & (c[..., 1] < b[..., 3])
+        chosen = (cand_iou >= mean + std) & inside & real[..., None]
         if self.force_best:
-            best = torch.where(candidate & real[..., None], iou, iou.new_tensor(-1.0)).argmax(-1, keepdim=True)
-            lonely = real & ~positive.any(-1) & (iou.gather(2, best).squeeze(-1) > 0)
-            positive.scatter_(2, best, positive.gather(2, best) | lonely[..., None])
+            best = cand_iou.argmax(-1, keepdim=True)
+            lonely = real & ~chosen.any(-1) & (cand_iou.gather(2, best).squeeze(-1) > 0)
+            chosen.scatter_(2, best, chosen.gather(2, best) | lonely[..., None])
+        positive = torch.zeros_like(iou, dtype=torch.bool).scatter_(2, cand, chosen)  # [B, N, A]
         pos_iou = torch.where(positive, iou, iou.new_tensor(-1.0))
         win_iou, win_gt = pos_iou.max(dim=1)  # [B, A]
         matches = torch.where(positive.any(1), win_gt, matches)
