@@ -9,7 +9,6 @@ the augmentation are exactly as reproducible as every other transform.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -17,8 +16,6 @@ from torch.utils.data import Dataset
 
 from ..registry import DATASETS
 from .transforms import PER_FACE_KEYS, Compose, Fill, fill_colour, place_sample
-
-logger = logging.getLogger("blazekit.data")
 
 Sample = Dict[str, Any]
 

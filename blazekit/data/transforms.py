@@ -180,7 +180,8 @@ def place_sample(sample: Sample, scale: float, tx: float, ty: float, out_w: int,
     else:  # only the output window is computed; OpenCV maps pixel indices, so shift by the half-pixel term
         sx = sy = float(scale)
         m = np.array([[sx, 0, tx + 0.5 * (sx - 1)], [0, sy, ty + 0.5 * (sy - 1)]], np.float64)
-        interp = cv2.INTER_NEAREST if sx == 1 and float(tx).is_integer() and float(ty).is_integer() else cv2.INTER_LINEAR
+        whole = sx == 1 and float(tx).is_integer() and float(ty).is_integer()  # a pure shift: copy pixels
+        interp = cv2.INTER_NEAREST if whole else cv2.INTER_LINEAR
         canvas = cv2.warpAffine(image, m, (out_w, out_h), flags=interp, borderMode=cv2.BORDER_CONSTANT,
                                 borderValue=tuple(float(v) for v in fill))
         if canvas.ndim == 2:
