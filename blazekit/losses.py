@@ -1,4 +1,5 @@
-"""MultiBox loss: BCE on positives + hard-mined negatives, Smooth L1 on boxes and visible keypoints.
+"""MultiBox loss: BCE on positives + hard-mined negatives, Smooth L1 on boxes and visible keypoints
+(``FocalMultiBoxLoss``: a focal classification term over all anchors instead of hard negative mining).
 
 The detector does matching and encoding; this module only scores already-aligned tensors, so a
 custom matcher or coder needs no change here.
@@ -56,6 +57,12 @@ class MultiBoxLoss(nn.Module):
         return (f"neg_pos_ratio={self.neg_pos_ratio}, cls_weight={self.cls_weight}, box_weight={self.box_weight}, "
                 f"kpt_weight={self.kpt_weight}, beta={self.beta}, min_negatives={self.min_negatives}")
 
+    def classification_loss(self, logits: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
+        """Summed BCE over the positives and the hard-mined negatives (ignored anchors never count)."""
+        bce = F.binary_cross_entropy_with_logits(logits, positive.to(logits.dtype), reduction="none")
+        hard_neg = hard_negative_mask(bce, positive, negative, self.neg_pos_ratio, self.min_negatives)
+        return (bce * (positive | hard_neg)).sum()
+
     def forward(self, logits: Tensor, regressors: Tensor, matches: Tensor, targets: Tensor,
                 keypoints_visible: Optional[Tensor] = None, scale: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """
@@ -74,9 +81,7 @@ class MultiBoxLoss(nn.Module):
         num_pos = positive.sum()
         denom = num_pos.clamp_min(1).to(logits.dtype)
 
-        bce = F.binary_cross_entropy_with_logits(logits, positive.to(logits.dtype), reduction="none")
-        hard_neg = hard_negative_mask(bce, positive, negative, self.neg_pos_ratio, self.min_negatives)
-        loss_cls = (bce * (positive | hard_neg)).sum() / denom
+        loss_cls = self.classification_loss(logits, positive, negative) / denom
 
         # non-matched anchors' targets are padding (possibly inf after a log); keep backward NaN-free
         targets = torch.nan_to_num(targets.detach(), nan=0.0, posinf=0.0, neginf=0.0)
@@ -99,3 +104,42 @@ class MultiBoxLoss(nn.Module):
                  "loss_kpt": self.kpt_weight * loss_kpt}
         return {"loss": terms["loss_cls"] + terms["loss_box"] + terms["loss_kpt"], **terms,
                 "num_pos": num_pos.detach()}
+
+
+def sigmoid_focal_loss(logits: Tensor, target: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Element-wise focal loss (Lin et al. 2017): ``-a_t (1 - p_t)^gamma log(p_t)``; ``alpha < 0`` disables
+    the class weighting (``a_t = 1``)."""
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = p * target + (1 - p) * (1 - target)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    return loss
+
+
+@LOSSES.register()
+class FocalMultiBoxLoss(MultiBoxLoss):
+    """MultiBox loss with a sigmoid focal classification term over *all* positive and negative anchors.
+
+    Instead of picking ``neg_pos_ratio`` hard negatives, every negative counts, down-weighted by how easy it
+    already is (``gamma``); ``alpha`` weights positives (negatives get ``1 - alpha``). Like RetinaNet the sum
+    is divided by the number of positives; box and keypoint terms are MultiBoxLoss's. Pair it with a head
+    whose classification bias starts near ``-log((1 - 0.01) / 0.01)`` when training from scratch.
+    """
+
+    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, cls_weight: float = 1.0, box_weight: float = 1.0,
+                 kpt_weight: float = 1.0, beta: float = 1.0) -> None:
+        super().__init__(cls_weight=cls_weight, box_weight=box_weight, kpt_weight=kpt_weight, beta=beta)
+        if gamma < 0 or alpha > 1:
+            raise ValueError(f"FocalMultiBoxLoss: need gamma >= 0 and alpha <= 1 (alpha < 0: no weighting), "
+                             f"got alpha={alpha}, gamma={gamma}")
+        self.alpha, self.gamma = float(alpha), float(gamma)
+
+    def extra_repr(self) -> str:
+        return (f"alpha={self.alpha}, gamma={self.gamma}, cls_weight={self.cls_weight}, box_weight={self.box_weight}, "
+                f"kpt_weight={self.kpt_weight}, beta={self.beta}")
+
+    def classification_loss(self, logits: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
+        focal = sigmoid_focal_loss(logits, positive.to(logits.dtype), self.alpha, self.gamma)
+        return (focal * (positive | negative)).sum()

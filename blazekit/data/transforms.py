@@ -9,7 +9,7 @@ they know about keypoint identities.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -139,6 +139,144 @@ def crop_sample(sample: Sample, x0: int, y0: int, cw: int, ch: int, keep: Option
         valid &= keep
     sample = select_faces(sample, valid)
     return mark_outside_invisible(sample)
+
+
+Fill = Union[int, float, Sequence[float], str, None]
+
+
+def fill_colour(image: np.ndarray, fill: Fill, pad_value: int = 0) -> Tuple[float, float, float]:
+    """The RGB colour of new canvas area: ``fill`` (a grey level or [R, G, B]), ``"mean"`` (the image's
+    per-channel mean, as SSD fills with the dataset mean), or None (the model's ``pad_value``)."""
+    if fill is None:
+        fill = pad_value
+    if isinstance(fill, str):
+        if fill != "mean":
+            raise ValueError(f"fill must be a number, [R, G, B], 'mean' or null, got {fill!r}")
+        return tuple(float(v) for v in image.reshape(-1, image.shape[-1]).mean(0))  # type: ignore[return-value]
+    values = [float(v) for v in np.broadcast_to(np.asarray(fill, np.float32), (3,))]
+    return values[0], values[1], values[2]
+
+
+def place_sample(sample: Sample, scale: float, tx: float, ty: float, out_w: int, out_h: int,
+                 fill: Tuple[float, float, float]) -> Sample:
+    """Scale the image by ``scale``, put its top-left corner at ``(tx, ty)`` of a new ``out_w x out_h`` canvas
+    painted ``fill``, and move the faces with it (one mapping ``x -> scale * x + t`` for pixels, boxes and
+    keypoints). Faces whose box centre leaves the canvas are removed, the others clipped; keypoints that leave
+    become invisible. Zoom-out, face-size crops and mosaic tiles are all this one operation.
+    """
+    image = sample["image"]
+    h, w = image.shape[:2]
+    if scale < 1:  # shrink with area averaging (no aliasing), then paste at a whole-pixel offset
+        nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+        small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA) if (nw, nh) != (w, h) else image
+        sx, sy, tx, ty = nw / w, nh / h, float(round(tx)), float(round(ty))
+        canvas = np.empty((out_h, out_w, image.shape[2]), image.dtype)
+        canvas[:] = np.asarray(fill, np.float32).round().astype(image.dtype)
+        x0, y0 = int(tx), int(ty)
+        xs, ys = max(0, -x0), max(0, -y0)
+        xe, ye = min(nw, out_w - x0), min(nh, out_h - y0)
+        if xe > xs and ye > ys:
+            canvas[y0 + ys:y0 + ye, x0 + xs:x0 + xe] = small[ys:ye, xs:xe]
+    else:  # only the output window is computed; OpenCV maps pixel indices, so shift by the half-pixel term
+        sx = sy = float(scale)
+        m = np.array([[sx, 0, tx + 0.5 * (sx - 1)], [0, sy, ty + 0.5 * (sy - 1)]], np.float64)
+        whole = sx == 1 and float(tx).is_integer() and float(ty).is_integer()  # a pure shift: copy pixels
+        interp = cv2.INTER_NEAREST if whole else cv2.INTER_LINEAR
+        canvas = cv2.warpAffine(image, m, (out_w, out_h), flags=interp, borderMode=cv2.BORDER_CONSTANT,
+                                borderValue=tuple(float(v) for v in fill))
+        if canvas.ndim == 2:
+            canvas = canvas[..., None]
+    sample = _scale_pad(dict(sample), sx, sy, tx, ty)
+    sample["image"] = np.ascontiguousarray(canvas)
+    boxes = sample["boxes"]
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    inside = (centres[:, 0] > 0) & (centres[:, 0] < out_w) & (centres[:, 1] > 0) & (centres[:, 1] < out_h)
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, out_w)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, out_h)
+    keep = inside & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return mark_outside_invisible(select_faces(sample, keep))
+
+
+@TRANSFORMS.register()
+class Expand(Transform):
+    """SSD zoom-out: put the image on a canvas ``ratio`` times larger (uniform in ``ratio``), at a random place.
+
+    After the final Letterbox every face is ``ratio`` times smaller, which teaches the small faces a 128 px
+    model mostly misses. ``fill``: grey level, [R, G, B], ``"mean"`` (the image's mean colour) or null (the
+    model's ``pad_value``). Nothing leaves the canvas, so every face and keypoint visibility is kept.
+    """
+
+    def __init__(self, ratio: Sequence[float] = (1.0, 3.0), p: float = 0.5, fill: Fill = None,
+                 pad_value: int = 0) -> None:
+        super().__init__()
+        lo, hi = float(ratio[0]), float(ratio[1])
+        if not 1 <= lo <= hi:
+            raise ValueError(f"Expand: ratio must satisfy 1 <= min <= max, got {list(ratio)}")
+        fill_colour(np.zeros((1, 1, 3), np.uint8), fill)  # refuse a bad fill when building, not mid-epoch
+        self.ratio, self.p, self.fill, self.pad_value = (lo, hi), p, fill, int(pad_value)
+
+    def __call__(self, sample: Sample) -> Sample:
+        if self.rng.random() >= self.p:
+            return sample
+        h, w = sample["image"].shape[:2]
+        r = self.rng.uniform(*self.ratio)
+        ow, oh = int(round(w * r)), int(round(h * r))
+        x0, y0 = int(self.rng.integers(0, ow - w + 1)), int(self.rng.integers(0, oh - h + 1))
+        return place_sample(sample, 1.0, x0, y0, ow, oh, fill_colour(sample["image"], self.fill, self.pad_value))
+
+
+@TRANSFORMS.register()
+class DataAnchorSampling(Transform):
+    """PyramidBox data-anchor-sampling: rescale so one face gets an anchor's size, then crop the input window.
+
+    A random non-ignored face of size ``s = sqrt(w * h)`` is picked; ``i`` is the index of the anchor size
+    nearest to ``s`` and a target anchor ``a`` is drawn from ``anchor_sizes[0 .. i + 1]`` (so faces are
+    shrunk freely but enlarged by at most one step: upscaled faces are blurry), the target size uniform in
+    ``[a / 2, 2 a]`` but at most the window's shorter side (so the face fits). The image is scaled by
+    ``target / s`` and an ``input_size`` window containing that face is cut out (inside the image where
+    possible, else padded with ``fill``). ``anchor_sizes`` are pixels of the network input: run Letterbox
+    after it (a no-op resize then) so the face keeps that size.
+    """
+
+    def __init__(self, anchor_sizes: Sequence[float] = (16, 32, 64, 128), p: float = 0.5,
+                 input_size: Sequence[int] = (128, 128), fill: Fill = None, pad_value: int = 0) -> None:
+        super().__init__()
+        sizes = sorted(float(a) for a in anchor_sizes)
+        if not sizes or sizes[0] <= 0:
+            raise ValueError(f"DataAnchorSampling: anchor_sizes must be positive pixel sizes, got {list(anchor_sizes)}")
+        fill_colour(np.zeros((1, 1, 3), np.uint8), fill)
+        self.anchor_sizes, self.p, self.fill, self.pad_value = sizes, p, fill, int(pad_value)
+        self.input_size = [int(v) for v in input_size]
+
+    def __call__(self, sample: Sample) -> Sample:
+        if self.rng.random() >= self.p:
+            return sample
+        boxes = sample["boxes"]
+        wh = boxes[:, 2:] - boxes[:, :2]
+        candidates = np.flatnonzero(~sample.get("ignore", np.zeros(len(boxes), bool)) & (wh > 0).all(1))
+        if not len(candidates):
+            return sample
+        f = int(candidates[self.rng.integers(len(candidates))])
+        size = float(np.sqrt(wh[f, 0] * wh[f, 1]))
+        anchors = np.asarray(self.anchor_sizes)
+        nearest = int(np.abs(anchors - size).argmin())
+        a = anchors[int(self.rng.integers(0, min(len(anchors) - 1, nearest + 1) + 1))]
+        oh, ow = self.input_size
+        scale = min(self.rng.uniform(a / 2, a * 2), min(oh, ow)) / size
+        h, w = sample["image"].shape[:2]
+        x0 = self._window_start(boxes[f, 0] * scale, boxes[f, 2] * scale, w * scale, ow)
+        y0 = self._window_start(boxes[f, 1] * scale, boxes[f, 3] * scale, h * scale, oh)
+        return place_sample(sample, scale, -x0, -y0, ow, oh, fill_colour(sample["image"], self.fill, self.pad_value))
+
+    def _window_start(self, f1: float, f2: float, extent: float, out: int) -> int:
+        """Left (top) edge of an ``out``-wide window holding [f1, f2], inside [0, extent] where possible."""
+        lo, hi = f2 - out, f1  # the face fits
+        if lo > hi:  # face bigger than the window: centre it
+            return int(np.floor((f1 + f2 - out) / 2))
+        a, b = min(0.0, extent - out), max(0.0, extent - out)  # the window covers image only (or all of it)
+        if max(lo, a) <= min(hi, b):
+            lo, hi = max(lo, a), min(hi, b)
+        return int(np.floor(self.rng.uniform(lo, hi)))
 
 
 @TRANSFORMS.register()
