@@ -210,6 +210,7 @@ LOADER: Dict[str, Opt] = {
     "pin_memory": Opt(boolean),
     "persistent_workers": Opt(boolean),
     "prefetch_factor": Opt(optional(integer(1))),
+    "multi_scale": Opt(optional(mapping)),  # {sizes: [...]}: checked by blazekit.data.multiscale.build_collate
 }
 
 #: ``model.preprocess:`` (the detector fills the defaults)

@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-import blazekit.data.mosaic  # noqa: F401  (registers Mosaic until blazekit.data imports it)
 from blazekit.anchors import SSDAnchorGenerator
 from blazekit.data import build_dataset, collate
 from blazekit.data.mosaic import Mosaic
@@ -233,7 +232,7 @@ def test_mosaic_crop_is_the_centre_of_the_canvas():
 
 
 def test_mosaic_deterministic_per_seed_and_via_trainer_seeding():
-    from blazekit.engine.trainer import SeededDataset
+    from blazekit.data.sampler import SeededDataset
 
     def run(seed):
         pipe = mosaic_pipeline(seed)

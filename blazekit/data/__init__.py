@@ -15,6 +15,7 @@ from .collate import collate
 from .datasets import (CocoFaces, ConcatDataset, DataError, DatasetSummary, FaceDataset, FaceRecord, ImageFolder,
                        WiderFace, YoloFaces, read_image)
 from .loader import build_dataloader, seed_transforms, split_transforms
+from . import mosaic  # noqa: F401,E402  (registers the Mosaic wrapper)
 from .transforms import Compose, build_transforms
 
 #: the bundled demo set (COCO json with ``split`` train/val per image); see demo/ATTRIBUTION.md

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import ConfigError, expand_env
-from .collate import collate
+from .multiscale import build_collate
 from .. import options
 from .sampler import EpochSampler, SeededDataset, seed_transforms
 
@@ -106,7 +106,8 @@ def build_dataloader(split_cfg: Mapping[str, Any], model_cfg: Optional[Mapping[s
         kwargs["persistent_workers"] = bool(split_cfg.get("persistent_workers", True))
         if split_cfg.get("prefetch_factor") is not None:
             kwargs["prefetch_factor"] = int(split_cfg["prefetch_factor"])
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                      collate_fn=build_collate(split_cfg.get("multi_scale"), f"{where}.multi_scale"),
                       pin_memory=bool(split_cfg.get("pin_memory", torch.cuda.is_available())),
                       worker_init_fn=worker_init, generator=generator, **kwargs)
 
@@ -137,6 +138,7 @@ def _dataset_paths(ds_cfg: Any) -> List[Tuple[str, str, str]]:
     elif isinstance(ds_cfg, Mapping):
         for sub in ds_cfg.get("datasets", []) or []:
             out += _dataset_paths(sub)
+        out += _dataset_paths(ds_cfg.get("dataset"))  # wrappers such as Mosaic
         for key in ("root", "ann_file", "data_yaml", "image_root"):
             if isinstance(ds_cfg.get(key), str):
                 out.append((str(ds_cfg.get("type", "?")), key, ds_cfg[key]))
