@@ -11,6 +11,7 @@ it; --save-preds writes the official WIDER prediction files (<event>/<name>.txt)
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import sys
@@ -44,6 +45,8 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     args = p.parse_args(argv)
     if args.backend == "onnxruntime" and args.device != "cpu":
         p.error(f"--backend onnxruntime runs on the CPU; drop --device {args.device} or use --backend torch")
+    if args.backend == "onnxruntime" and not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+        p.error("--backend onnxruntime needs onnx and onnxruntime (pip install -e .[export]); or use --backend torch")
     return args
 
 

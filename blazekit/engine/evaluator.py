@@ -198,6 +198,8 @@ class Evaluator:
             post = LeanPostprocessor.from_detector(det, full) if full and hasattr(det, "raw") else None
         except (ValueError, AttributeError):  # another coder or post-processor: its own predict knows it
             post = None
+        if post is not None and hasattr(det, "check_input_size"):
+            det.check_input_size(full)  # the same refusal as detector.predict's (e.g. not a multiple of the stride)
         if post is None:
             import inspect
 
@@ -250,6 +252,7 @@ class Evaluator:
         bs = max(1, int(self.opts["batch_size"]))
         bar = tqdm(total=n, desc=f"eval {name or ds_cfg.get('type', '')}".strip(), disable=not self.progress,
                    unit="img", leave=False)
+
         def load(start: int) -> List[Dict[str, Any]]:
             return [dataset[i] for i in range(start, min(n, start + bs))]
 
@@ -350,14 +353,16 @@ def subset_ground_truth(gt: WiderGroundTruth, keys) -> WiderGroundTruth:
 
 def evaluate(detector: Any, cfg: Mapping[str, Any], split: str = "val", progress: bool = True,
              max_images: Optional[int] = None, save_preds: Optional[Union[str, os.PathLike]] = None,
-             vis_dir: Optional[Union[str, os.PathLike]] = None, num_vis: int = 8, backend: str = "auto"
+             vis_dir: Optional[Union[str, os.PathLike]] = None, num_vis: int = 8, backend: str = "torch"
              ) -> Dict[str, float]:
     """Evaluate ``detector`` on ``cfg['data'][split]``; flat ``{metric: value}`` (see the module docstring).
 
     ``cfg['eval']`` ``score_thr``/``max_det`` are passed to ``detector.predict`` (the model's own settings
     are untouched) and its train/eval mode is restored, so the trainer can call this between epochs.
     ``vis_dir``: also draw the first ``num_vis`` images of each dataset there (see :class:`Evaluator`);
-    ``backend``: how the network runs (:data:`BACKENDS`, see the module docstring).
+    ``backend``: how the network runs (:data:`BACKENDS`, see the module docstring); ``torch`` by default because
+    the trainer calls this with new weights every time, and an ONNX export per call costs more than it saves on
+    a small validation set (``tools/eval.py`` defaults to ``auto``).
     """
     return Evaluator(detector, cfg, split=split, progress=progress, max_images=max_images, save_preds=save_preds,
                      vis_dir=vis_dir, num_vis=num_vis, backend=backend).run()
