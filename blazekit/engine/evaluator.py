@@ -226,7 +226,12 @@ class Evaluator:
         from ..export import fuse_bn
 
         if self._fused is None:
-            self._fused = fuse_bn(self.detector)
+            try:
+                self._fused = fuse_bn(self.detector)  # a copy: the caller's model keeps its BN and memory format
+            except RuntimeError:  # folding not verifiable, e.g. NaN weights after a diverged run: keep BN
+                import copy
+
+                self._fused = copy.deepcopy(self.detector).eval()
         fused = self._fused
         param = next(fused.parameters())
         device, dtype = param.device, param.dtype
