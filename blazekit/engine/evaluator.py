@@ -385,7 +385,6 @@ def resolve_backend(backend: str, detector: Any, test_scale: Any = None) -> str:
     return "onnxruntime" if installed and on_cpu and test_scale != "original" else "torch"
 
 
-
 def format_table(results: Mapping[str, Any]) -> str:
     """Two-column text table of metrics (numbers to 4 decimals)."""
     rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in results.items()]
