@@ -6,7 +6,9 @@ plain-loop, line-by-line port of the official MATLAB code written for this bench
 
     OMP_NUM_THREADS=1 python benchmarks/wider_eval_speed.py [--gt DIR] [--seed 0] [--repeat 3]
 
-Prints both AP triples, their largest difference and the speed ratio.
+Prints both AP triples, their largest difference and the speed ratio, then the whole-process time of
+``tools/wider_eval.py`` (a fresh interpreter reading the predictions as official files, evaluating and plotting)
+as a ratio to the reference's evaluation time alone.
 """
 from __future__ import annotations
 
@@ -212,7 +214,26 @@ def main(argv=None) -> int:
     print(f"max |AP difference| = {diff:.2e}; speed ratio = {t_ref / t_fast:.1f}x")
     ok = diff <= 1e-6
     print("identical to 1e-6" if ok else "MISMATCH")
+    t_tool = whole_tool_seconds(preds, args.gt)
+    print(f"tools/wider_eval.py whole process (start-up, reading files, plot): {t_tool:.2f} s; "
+          f"ratio to the reference's evaluation alone = {t_ref / t_tool:.1f}x")
     return 0 if ok else 1
+
+
+def whole_tool_seconds(preds: Dict[Tuple[str, str], np.ndarray], gt_dir: str) -> float:
+    """Wall time of ``python tools/wider_eval.py`` on ``preds`` written as official prediction files."""
+    import subprocess
+    import tempfile
+
+    from blazekit.evaluation.wider import write_predictions
+
+    repo = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        write_predictions(preds, Path(tmp) / "pred")
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(repo / "tools" / "wider_eval.py"), "--pred", str(Path(tmp) / "pred"),
+                        "--gt", gt_dir, "--out", str(Path(tmp) / "r.json")], check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

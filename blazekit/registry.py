@@ -96,8 +96,37 @@ def _locate(path: str) -> Any:
     return obj
 
 
+#: modules whose import registers the built-in components. They are imported on the first lookup in any
+#: registry (not by ``import blazekit``), so tools parse their arguments without importing torch.
+BUILTIN_MODULES = (
+    "blazekit.anchors", "blazekit.coder", "blazekit.matcher", "blazekit.losses", "blazekit.postprocess",
+    "blazekit.models.build", "blazekit.data",  # models.build imports every model part (full range too)
+    "blazekit.engine.optim",
+)
+_builtins_state = "absent"  # -> "loading" -> "loaded"
+
+
+def load_builtins() -> None:
+    """Import :data:`BUILTIN_MODULES` once (their decorators fill the registries); later calls do nothing."""
+    global _builtins_state
+    if _builtins_state != "absent":  # "loading": a built-in module looks something up while being imported
+        return
+    _builtins_state = "loading"
+    try:
+        for name in BUILTIN_MODULES:
+            importlib.import_module(name)
+    except BaseException:
+        _builtins_state = "absent"
+        raise
+    _builtins_state = "loaded"
+
+
 class Registry:
-    """A named mapping from type names to classes or factory functions."""
+    """A named mapping from type names to classes or factory functions.
+
+    Registering never imports anything; every lookup (``get``, ``build``, ``names``, ``in``, ``len``) first
+    makes sure the built-ins are registered (:func:`load_builtins`).
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -130,12 +159,15 @@ class Registry:
 
     def names(self) -> List[str]:
         """Registered names, sorted (what error messages list)."""
+        load_builtins()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        load_builtins()
         return name in self._items
 
     def __len__(self) -> int:
+        load_builtins()
         return len(self._items)
 
     def __repr__(self) -> str:
@@ -143,6 +175,7 @@ class Registry:
 
     def get(self, name: str, where: str = "") -> Callable[..., Any]:
         """The registered object, or a ``"pkg.module:Class"`` path resolved by import."""
+        load_builtins()
         if name in self._items:
             return self._items[name]
         if ":" in name:

@@ -142,3 +142,52 @@ def test_tools_report_user_errors_in_one_line(tmp_path, monkeypatch, capsys):
     assert err.startswith("error: WIDER ground truth incomplete") and "wider_face_val.mat" in err
     assert eval_tool.main([str(REPO / "configs" / "quickstart.yml"), "--split", "test"]) == 2
     assert "no data.test section" in capsys.readouterr().err
+
+
+class _OwnPredictOnly:
+    """A detector seen only through its ``predict`` (how any non-BlazeFace detector is evaluated)."""
+
+    def __init__(self, det):
+        self.predict, self.postprocess = det.predict, det.postprocess
+
+
+@pytest.mark.parametrize("source", ["demo", "fddb"])
+def test_fast_backends_give_the_metrics_of_detector_predict(source, shared, tmp_path, monkeypatch):
+    """torch (BN folded, numpy post) and onnxruntime backends == detector.predict's metrics within 1e-4."""
+    import blazekit
+    from blazekit import config as cfglib
+    from blazekit.engine.evaluator import Evaluator
+
+    if source == "demo":
+        monkeypatch.chdir(REPO)
+        cfg = cfglib.load(REPO / "configs" / "quickstart.yml", overrides=["eval.test_scale=[256,256]"])
+        max_images = None
+    else:
+        ann = shared("data", "fddb", "annotations.json")
+        cfg_path = tmp_path / "fddb.yml"
+        cfg_path.write_text("_base_: [_base_/models/blazeface_front.yml]\n"
+                            f"data: {{val: {{dataset: {{type: CocoFaces, ann_file: '{ann}', "
+                            "image_filter: {fold: [4]}}}}\n"
+                            "eval: {score_thr: 0.02, max_det: 1000, test_scale: [320, 320], batch_size: 8}\n")
+        cfg = cfglib.load(cfg_path)
+        max_images = 24
+    det = blazekit.build_detector(cfg, weights="mediapipe_short_range")
+    ref_ev = Evaluator(_OwnPredictOnly(det), cfg, progress=False, max_images=max_images)
+    ref = ref_ev.run()
+    backends = ["torch"]
+    try:
+        import onnxruntime  # noqa: F401
+        backends.append("onnxruntime")
+    except ImportError:
+        pass
+    assert ref["coco/AP50"] > 0.5
+    for backend in backends:
+        ev = Evaluator(det, cfg, progress=False, max_images=max_images, backend=backend)
+        got = ev.run()
+        assert ev.settings["settings/backend"] == backend
+        assert set(got) == set(ref)
+        for k, v in ref.items():
+            assert got[k] == pytest.approx(v, abs=1e-4), (backend, k)
+    assert Evaluator(det, cfg, backend="auto").backend == backends[-1]  # onnxruntime when installed
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Evaluator(det, cfg, backend="tensorrt")

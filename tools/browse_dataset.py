@@ -1,40 +1,14 @@
 #!/usr/bin/env python
 """Write PNGs of training/validation samples after the transforms, with boxes and keypoints drawn.
 
-    python tools/browse_dataset.py configs/quickstart.yml --split train --n 16 --out browse/
+A thin wrapper: the code lives in blazekit.commands.browse (also run as ``blazekit browse``; see its --help).
 """
-import argparse
-import logging
-import os
 import sys
-from typing import Optional, Sequence
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a source checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
-from blazekit.engine.cli import user_errors  # noqa: E402
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-from blazekit import config  # noqa: E402
-from blazekit.data.visualize import browse  # noqa: E402
-
-
-@user_errors
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="YAML config with a data: section")
-    p.add_argument("--split", default="train", help="data split to show (train, val, test)")
-    p.add_argument("--n", type=int, default=16, help="number of samples")
-    p.add_argument("--out", default="browse", help="output folder for the PNGs")
-    p.add_argument("--seed", type=int, default=0, help="seed for sample choice and augmentations")
-    p.add_argument("--zoom", type=float, default=None, help="enlarge factor (default: to about 384 px)")
-    config.add_common_args(p)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = config.load(args.config, overrides=args.overrides, imports=args.imports)
-    paths = browse(cfg, split=args.split, n=args.n, out=args.out, seed=args.seed, zoom=args.zoom)
-    print(f"wrote {len(paths)} images to {args.out}")
-    return 0
-
+from blazekit.commands.browse import main  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(main())

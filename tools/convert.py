@@ -1,51 +1,14 @@
 #!/usr/bin/env python
 """Convert MediaPipe .tflite or hollance .pth BlazeFace weights to a blazekit checkpoint.
 
-    python tools/convert.py face_detection_short_range.tflite mediapipe_short_range.pt
-    python tools/convert.py blazefaceback.pth back.pt --config configs/_base_/models/blazeface_back.yml
-
-The format follows the suffix; without --config the front or back model config is picked from the
-file's content (input size / layer names).
+A thin wrapper: the code lives in blazekit.commands.convert (also run as ``blazekit convert``; see its --help).
 """
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
-from blazekit.engine.cli import user_errors  # noqa: E402
-
-from blazekit import config as config_lib  # noqa: E402
-from blazekit.convert import save_converted  # noqa: E402
-
-
-@user_errors
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src", help="MediaPipe .tflite or hollance .pth")
-    p.add_argument("out", help="output checkpoint (.pt)")
-    p.add_argument("--config", help="config whose 'model' section describes the target (default: by content)")
-    config_lib.add_common_args(p)
-    args = p.parse_args(argv)
-    model_cfg = None
-    if args.config:
-        cfg = config_lib.load(args.config, args.overrides, args.imports)
-        if "model" not in cfg:
-            p.error(f"{args.config}: no 'model' section")
-        model_cfg = cfg["model"]
-    else:
-        config_lib.import_modules(args.imports)
-    import blazekit  # noqa: F401  registers the built-in backbones, heads and anchors
-
-    ckpt = save_converted(args.src, args.out, model_cfg)
-    n = sum(v.numel() for v in ckpt["state_dict"].values())
-    print(f"wrote {args.out}: {len(ckpt['state_dict'])} tensors, {n} values, "
-          f"backbone {ckpt['model_cfg']['backbone']['type']}, source md5 {ckpt['meta']['md5']}")
-    return 0
-
+from blazekit.commands.convert import main  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,84 +1,14 @@
+#!/usr/bin/env python
 """Evaluate a detector on the configured evaluation dataset(s): COCO AP, WIDER easy/medium/hard AP, NME.
 
-    python tools/eval.py CONFIG --weights mediapipe_short_range [--split val] [--out results.json] \\
-        [--save-preds DIR] [--set eval.score_thr=0.02 eval.test_scale=original]
-
-Prints a table with the score threshold and test scale the numbers were measured at; --out writes the
-same flat keys (coco/AP, wider/easy, nme, settings/...) as JSON and the WIDER PR curves to a PNG beside
-it; --save-preds writes the official WIDER prediction files (<event>/<name>.txt) for other tools;
---vis DIR draws ground truth and detections of the first images to PNGs.
+A thin wrapper: the code lives in blazekit.commands.eval (also run as ``blazekit eval``; see its --help).
 """
-from __future__ import annotations
-
-import argparse
-import json
-import math
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
-from blazekit.engine.cli import user_errors  # noqa: E402
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    from blazekit.config import add_common_args
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="config with model, data.<split> and (optional) eval sections")
-    p.add_argument("--weights", default=None,
-                   help="checkpoint path or a named weight (mediapipe_short_range); default: the config's model.init")
-    p.add_argument("--split", default="val", help="data section to evaluate (default: val)")
-    p.add_argument("--out", default=None, help="results JSON (flat keys)")
-    p.add_argument("--save-preds", default=None, metavar="DIR", help="write official WIDER prediction files here")
-    p.add_argument("--vis", default=None, metavar="DIR",
-                   help="draw ground truth (green) and detections (red) of the first --num-vis images to PNGs here")
-    p.add_argument("--num-vis", type=int, default=8, help="images drawn per dataset with --vis (default: 8)")
-    p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images (quick check)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda:0")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_common_args(p)
-    return p.parse_args(argv)
-
-
-@user_errors
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    import blazekit
-    from blazekit import config as cfglib
-    from blazekit.engine.evaluator import Evaluator, format_table
-    from blazekit.engine.trainer import check_dataset_paths
-    from blazekit.evaluation.plots import plot_pr_curves
-
-    cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
-    check_dataset_paths(cfg, splits=(args.split,))  # a missing dataset says where it was expected
-    weights = args.weights or (cfg.get("model") or {}).get("init")
-    detector = blazekit.build_detector(cfg, weights=weights, device=args.device)
-    ev = Evaluator(detector, cfg, split=args.split, progress=not args.quiet, max_images=args.max_images,
-                   save_preds=args.save_preds, vis_dir=args.vis, num_vis=args.num_vis)
-    t0 = time.perf_counter()
-    metrics = ev.run()
-    settings = ev.settings
-    print(f"{args.split} of {Path(args.config).name} with {weights}: score_thr {settings['settings/score_thr']}, "
-          f"test scale {settings['settings/test_scale']} ({time.perf_counter() - t0:.1f} s)")
-    print(format_table(metrics))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in {**metrics, **settings}.items()}
-        out.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
-        for name, res in ev.wider_results.items():
-            png = out.with_name(f"{out.stem}_wider_pr{'_' + name if name else ''}.png")
-            plot_pr_curves(res.pr_curves, png, aps=res.ap)
-            print(f"PR curves: {png}")
-        print(f"results: {out}")
-    if args.save_preds:
-        print(f"WIDER prediction files: {args.save_preds}")
-    if ev.vis_written:
-        print(f"{len(ev.vis_written)} drawn image(s) (ground truth green, detections red): {args.vis}")
-    return 0
-
+from blazekit.commands.eval import main  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(main())

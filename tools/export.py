@@ -1,74 +1,14 @@
+#!/usr/bin/env python
 """Export a detector to ONNX (BN folded, dynamic batch).
 
-    python tools/export.py configs/blazeface_front.yml --weights mediapipe_short_range --format onnx --out model.onnx
-    python tools/export.py configs/blazeface_front.yml --weights ckpt.pt --out det.onnx --with-postprocess
-
-Input ``images`` float32 [B, 3, H, W] (letterboxed, normalised as the config says). Outputs: raw
-``regressors`` [B, A, 4+2K] and ``classificators`` [B, A, 1] (MediaPipe layout), or with
-``--with-postprocess`` the decoded detections after NMS: ``boxes`` [N, 4] xyxy in input pixels,
-``scores`` [N], ``keypoints`` [N, K, 2], ``batch_index`` [N]. Needs ``pip install -e .[export]``.
+A thin wrapper: the code lives in blazekit.commands.export (also run as ``blazekit export``; see its --help).
 """
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
-from blazekit.engine.cli import user_errors  # noqa: E402
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    from blazekit.config import add_common_args
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="model config (YAML)")
-    p.add_argument("--weights", default=None, help="checkpoint path or named weight; default: the config's model.init")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
-    p.add_argument("--out", required=True, help="output file, e.g. model.onnx")
-    p.add_argument("--with-postprocess", action="store_true",
-                   help="decode + score threshold + NMS inside the graph (outputs boxes/scores/keypoints/batch_index)")
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="fixed input size (default: the model's)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 11 for NonMaxSuppression)")
-    p.add_argument("--score-thr", type=float, default=None, help="with --with-postprocess (default: the config's)")
-    p.add_argument("--iou-thr", type=float, default=None, help="with --with-postprocess (default: the config's)")
-    p.add_argument("--max-det", type=int, default=None, help="per image, with --with-postprocess")
-    p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm nodes in the graph")
-    p.add_argument("--channel-multiple", type=int, default=16, metavar="N",
-                   help="round channel widths up to N with zero weights: same outputs, faster onnxruntime on CPU "
-                        "(16 suits AVX-512 and AVX2; 1 keeps the original widths)")
-    p.add_argument("--verify", action="store_true",
-                   help="run the exported model in onnxruntime on a random batch and compare with PyTorch")
-    add_common_args(p)
-    args = p.parse_args(argv)
-    if args.opset < 11:
-        p.error(f"--opset must be >= 11 (NonMaxSuppression, dynamic shapes), got {args.opset}")
-    if args.channel_multiple < 1:
-        p.error(f"--channel-multiple must be >= 1, got {args.channel_multiple}")
-    return args
-
-
-@user_errors
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    import blazekit
-    from blazekit import config as cfglib
-    from blazekit.deploy.export import export_onnx
-    from blazekit.deploy.runtime import verify_onnx
-
-    cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
-    detector = blazekit.build_detector(cfg, weights=args.weights, device="cpu").eval()
-    path = export_onnx(detector, args.out, with_postprocess=args.with_postprocess, input_size=args.input_size,
-                       opset=args.opset, fold_bn=not args.no_fuse, score_thr=args.score_thr, iou_thr=args.iou_thr,
-                       max_det=args.max_det, channel_multiple=args.channel_multiple)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    if args.verify and not args.with_postprocess:
-        err = verify_onnx(detector, path, input_size=args.input_size)
-        print(f"onnxruntime vs PyTorch on a random batch of 2: max abs diff {err:.2e}")
-    return 0
-
+from blazekit.commands.export import main  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,63 +1,14 @@
 #!/usr/bin/env python
 """Train a BlazeFace detector from a config.
 
-    python tools/train.py configs/blazeface_front.yml [--set a.b=c ...] [--work-dir DIR]
-        [--resume [CKPT|auto]] [--import MODULE] [--device cpu|cuda] [--seed N]
-
-Multi-GPU / multi-process: ``torchrun --nproc_per_node N tools/train.py CONFIG`` (DDP; NCCL on GPUs,
-gloo on CPU). Everything happens in :class:`blazekit.engine.trainer.Trainer`; this file only parses args.
+A thin wrapper: the code lives in blazekit.commands.train (also run as ``blazekit train``; see its --help).
 """
-from __future__ import annotations
-
-import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    from blazekit.config import add_common_args
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="YAML config (a path, or a shipped name such as blazeface_front)")
-    add_common_args(p)
-    p.add_argument("--work-dir", default=None, help="output folder (default: train.work_dir or work_dirs/<config>)")
-    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT|auto",
-                   help="resume from a checkpoint; 'auto' or no value: WORK_DIR/last.pt if it exists")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    import blazekit  # noqa: F401  (registers every built-in)
-    from blazekit.engine import distributed as dist_utils
-    from blazekit.engine.cli import run_tool
-    from blazekit.engine.trainer import Trainer
-
-    summary = {}
-
-    def train(_argv=None) -> int:
-        trainer = Trainer(args.config, work_dir=args.work_dir, device=args.device, resume=args.resume,
-                          seed=args.seed, overrides=args.overrides, imports=args.imports)
-        summary.update(trainer.fit(), rank=dist_utils.get_rank())  # the rank is gone after cleanup()
-        return 0
-
-    try:
-        rc = run_tool(train)  # a bad config, missing dataset or incompatible checkpoint: one error line, exit 2
-    finally:
-        dist_utils.cleanup()
-    if rc:
-        return rc
-    if summary.get("rank") == 0 and summary.get("best_metric") is not None:
-        print(f"best {summary['val_metric']} = {summary['best_metric']:.4f} (epoch {summary['best_epoch']}); "
-              f"checkpoints in {summary['work_dir']}")
-    return 0
-
+from blazekit.commands.train import main  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(main())

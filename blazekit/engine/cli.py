@@ -8,31 +8,36 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Optional, Sequence, Tuple, Type
 
 #: exit code of a run stopped by a user error (bad config, missing file, incompatible checkpoint)
 USER_ERROR_EXIT = 2
 
 
+#: (module, class) of every error type that means "fix your input", not "blazekit has a bug"
+USER_ERRORS = (
+    ("blazekit.config", "ConfigError"), ("blazekit.registry", "RegistryError"), ("blazekit.registry", "BuildError"),
+    ("blazekit.data.datasets.base", "DataError"), ("blazekit.checkpoint", "CheckpointError"),
+    ("blazekit.engine.state", "TrainingError"), ("blazekit.evaluation.wider", "WiderFormatError"),
+    ("blazekit.inference", "SourceError"), ("blazekit.convert", "ConversionError"),
+)
+
+
 def user_error_types() -> Tuple[Type[BaseException], ...]:
-    """Exceptions that mean "fix your input", not "blazekit has a bug" (imported lazily: tools start fast)."""
-    from ..config import ConfigError
-    from ..convert import ConversionError
-    from ..data import DataError
-    from ..evaluation.wider import WiderFormatError
-    from ..inference import SourceError
-    from ..registry import BuildError, RegistryError
-    from ..checkpoint import CheckpointError
-    from .trainer import TrainingError
+    """The user-error types of the modules imported so far (plus FileNotFoundError).
 
-    return (ConfigError, RegistryError, BuildError, DataError, CheckpointError, TrainingError, WiderFormatError,
-            SourceError, ConversionError, FileNotFoundError)
+    A module that was never imported cannot have raised its error, so nothing is imported here: a tool that
+    exits through ``--help`` or fails early stays as light as it started (``except`` evaluates this for every
+    exception, SystemExit included).
+    """
+    found = [getattr(sys.modules[mod], name) for mod, name in USER_ERRORS if mod in sys.modules]
+    return (*found, FileNotFoundError)
 
 
-def run_tool(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
-    """``main(argv)``; a user error is printed as ``error: <message>`` on stderr and returns 2."""
+def run_tool(main: Callable[..., int], argv: Optional[Sequence[str]] = None, **kwargs: Any) -> int:
+    """``main(argv, **kwargs)``; a user error is printed as ``error: <message>`` on stderr and returns 2."""
     try:
-        return main(argv)
+        return main(argv, **kwargs)
     except user_error_types() as exc:
         if os.environ.get("BLAZEKIT_DEBUG"):
             raise
@@ -41,11 +46,11 @@ def run_tool(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequ
         return USER_ERROR_EXIT
 
 
-def user_errors(main: Callable[[Optional[Sequence[str]]], int]) -> Callable[[Optional[Sequence[str]]], int]:
-    """Decorator for a tool's ``main(argv)``: :func:`run_tool` around it (one ``error:`` line, exit code 2)."""
+def user_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorator for a tool's ``main(argv, ...)``: :func:`run_tool` around it (one ``error:`` line, exit code 2)."""
 
     @functools.wraps(main)
-    def wrapped(argv: Optional[Sequence[str]] = None) -> int:
-        return run_tool(main, argv)
+    def wrapped(argv: Optional[Sequence[str]] = None, **kwargs: Any) -> int:
+        return run_tool(main, argv, **kwargs)
 
     return wrapped
