@@ -173,6 +173,16 @@ def _np(x: Any) -> Optional[np.ndarray]:
     return np.asarray(x)
 
 
+#: drawing coordinates are clipped to +-2**15 px: far outside any image, and inside the int range OpenCV takes
+#: (a finite blow-up such as boxes at 1e20 px from diverged weights would otherwise raise cv2.error)
+_DRAW_LIMIT = float(2 ** 15)
+
+
+def _px(v: Any) -> int:
+    """A finite coordinate as an int pixel position OpenCV accepts, however far outside the image."""
+    return int(round(min(max(float(v), -_DRAW_LIMIT), _DRAW_LIMIT)))
+
+
 def draw_detections(image: np.ndarray, det: Mapping[str, Any], *, score_thr: float = 0.0,
                     color: Tuple[int, int, int] = (0, 255, 0), thickness: Optional[int] = None,
                     keypoint_colors: Optional[Sequence[Tuple[int, int, int]]] = KEYPOINT_COLORS,
@@ -209,7 +219,7 @@ def draw_detections(image: np.ndarray, det: Mapping[str, Any], *, score_thr: flo
             continue
         if not np.all(np.isfinite(boxes[i])):
             continue
-        x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[i])
+        x1, y1, x2, y2 = (_px(v) for v in boxes[i])
         cv2.rectangle(out, (x1, y1), (x2, y2), color, t, cv2.LINE_AA)
         text = []
         if labels is not None:
@@ -229,7 +239,7 @@ def draw_detections(image: np.ndarray, det: Mapping[str, Any], *, score_thr: flo
                 if (vis is not None and not bool(vis[i][k])) or not (np.isfinite(kx) and np.isfinite(ky)):
                     continue
                 kc = keypoint_colors[k % len(keypoint_colors)] if keypoint_colors else color
-                cv2.circle(out, (int(round(float(kx))), int(round(float(ky)))), radius, kc, -1, cv2.LINE_AA)
+                cv2.circle(out, (_px(kx), _px(ky)), radius, kc, -1, cv2.LINE_AA)
     return out
 
 
