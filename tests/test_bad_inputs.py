@@ -77,9 +77,7 @@ def test_train_tool_refuses_empty_config_and_config_without_model(tmp_path, caps
 
 
 @pytest.mark.parametrize("tool", [
-    "eval", "export",
-    pytest.param("predict", marks=pytest.mark.xfail(strict=True, reason="tools/predict.py fills model.postprocess "
-                                                    "before build_detector can see the model: section is missing")),
+    "eval", "export", "predict",
 ])
 def test_weight_tools_refuse_a_config_without_model(tmp_path, capsys, monkeypatch, tool):
     mod = __import__(tool)

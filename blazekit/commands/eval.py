@@ -54,7 +54,7 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = parse_args(argv, prog)
     from .. import config as cfglib
-    from ..models.detector import build_detector
+    from ..models.build import build_detector
     from ..engine.evaluator import Evaluator, format_table
     from ..engine.trainer import check_dataset_paths
     from ..evaluation.plots import plot_pr_curves

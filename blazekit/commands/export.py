@@ -51,7 +51,7 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = parse_args(argv, prog)
     from .. import config as cfglib
-    from ..models.detector import build_detector
+    from ..models.build import build_detector
     from ..deploy.export import export_onnx
     from ..deploy.runtime import verify_onnx
 

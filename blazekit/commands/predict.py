@@ -61,13 +61,14 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 @user_errors
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = parse_args(argv, prog)
-    from .. import config as cfglib
-    from ..models.detector import build_detector
+    from .. import config as cfglib, options
+    from ..models.build import build_detector
     from ..deploy.fuse import fuse_bn
     from ..inference import expand_sources, predict_sources
 
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
-    pp = cfg.setdefault("model", {}).setdefault("postprocess", {})
+    options.validate(cfg, require=("model",))
+    pp = cfg["model"].setdefault("postprocess", {})
     if args.score_thr is not None:
         pp["score_thr"] = args.score_thr
     if args.max_det is not None:

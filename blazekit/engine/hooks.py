@@ -7,7 +7,6 @@ attached to (``self.trainer``); at ``after_step`` the step counters are already 
 """
 from __future__ import annotations
 
-import functools
 import math
 import time
 from typing import Any, Dict, Optional
@@ -117,21 +116,14 @@ class EvalHook(HookBase):
         t = self.trainer
         metrics: Dict[str, float] = {}
         if t.is_main:
-            import cv2
-
             from .evaluator import evaluate
 
             net = t.ema.module if t.ema is not None else unwrap(t.model)
             n_vis = int(t.tcfg["val_vis"] or 0)
             vis_dir = t.work_dir / "vis" / f"epoch_{t.epoch:03d}" if n_vis > 0 else None
             # the evaluator sets eval mode / no_grad and restores the model's mode itself
-            run = functools.partial(evaluate, net, t.cfg, split="val", progress=bool(t.tcfg["progress_bar"]))
-            try:
-                metrics = scalar_floats(run(vis_dir=vis_dir, num_vis=n_vis))
-            except cv2.error as exc:  # boxes beyond int32 from blown-up (finite) weights: validate, do not draw
-                t.logger.warning("drawing validation images failed at %s (%s); the weights have probably "
-                                 "blown up: validating without drawing", t.where(), str(exc).splitlines()[0])
-                metrics = scalar_floats(run(vis_dir=None, num_vis=0))
+            metrics = scalar_floats(evaluate(net, t.cfg, split="val", progress=bool(t.tcfg["progress_bar"]),
+                                             vis_dir=vis_dir, num_vis=n_vis))
         metrics = dist_utils.broadcast_object(metrics)
         key = t.tcfg["val_metric"]
         if key not in metrics:
