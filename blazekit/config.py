@@ -205,7 +205,10 @@ def get(cfg: Mapping[str, Any], dotted: str, default: Any = ...) -> Any:
 
 
 def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, Any]:
-    """Apply ``["a.b=1", "+new.key=x"]``; values parsed as YAML, unknown keys are an error."""
+    """Apply ``["a.b=1", "+new.key=x"]``; values parsed as YAML. A key must exist in the config or be an option
+    of the schema (:mod:`blazekit.options`, e.g. ``train.amp``), unless written ``+a.b``."""
+    from .options import known_key
+
     cfg = copy.deepcopy(cfg)
     for item in overrides or []:
         if "=" not in item:
@@ -225,7 +228,7 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
                 node = node[_list_index(node, part, item, ".".join(parts[:i]))]
             else:
                 if part not in node:
-                    if not add:
+                    if not add and not known_key(parts[: i + 1]):
                         get(cfg, ".".join(parts[: i + 1]))  # raises with close matches
                     node[part] = {}
                 node = node[part]
@@ -235,7 +238,7 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
         if isinstance(node, list):
             node[_list_index(node, last, item, ".".join(parts[:-1]))] = value
             continue
-        if last not in node and not add:
+        if last not in node and not add and not known_key(parts):
             get(cfg, key)  # raises with close matches
         node[last] = value
     return cfg

@@ -196,6 +196,8 @@ EVAL: Dict[str, Opt] = {
     "batch_size": Opt(integer(1), 16),
     "wider_gt_dir": Opt(optional(text), None),
     "wider_iou_mode": Opt(one_of("matlab", "float"), "matlab"),
+    "kpt_reference": Opt(optional(text), None, "weights (e.g. mediapipe_short_range) whose confident faces' keypoints "
+                                              "the evaluated model's are compared with (kpt_agreement)"),
 }
 
 #: ``data.<split>:`` (read by :func:`blazekit.data.loader.build_dataloader` and the trainer's loader); the
@@ -362,6 +364,21 @@ REQUIRED_HINT = {
     "model": "e.g. '_base_: [blazeface_front.yml]' or model: {type: BlazeFace, ...}",
     "data": "data: {train: {dataset: {type: ..., ...}}}",
 }
+
+
+def known_key(parts: Sequence[str]) -> bool:
+    """Whether a dotted key (split in parts) names an option of this schema or a section holding some, so
+    ``--set eval.kpt_reference=...`` works when the config file does not spell the key out (its default applies)."""
+    sections: Dict[tuple, Mapping[str, Opt]] = {("train",): TRAIN, ("eval",): EVAL, ("train", "distill"): DISTILL,
+                                                ("train", "ema"): EMA, ("model", "preprocess"): PREPROCESS}
+    parts = tuple(parts)
+    if len(parts) == 1:
+        return parts[0] in ("train", "eval")
+    if parts in sections:
+        return True
+    if len(parts) == 3 and parts[0] == "data":
+        return parts[2] in LOADER
+    return parts[:-1] in sections and parts[-1] in sections[parts[:-1]]
 
 
 def validate(cfg: Any, require: Sequence[str] = (), source: Optional[str] = None) -> None:

@@ -100,7 +100,6 @@ def test_eval_tool_on_demo_prints_settings_draws_and_saves_preds(tmp_path, monke
     import eval as eval_tool
 
     from blazekit.evaluation.wider import read_prediction_file
-    from blazekit.inference import load_image
 
     monkeypatch.chdir(REPO)  # the demo config's paths are relative to the repository root
     rc = eval_tool.main(["configs/quickstart.yml", "--weights", "mediapipe_short_range", "--quiet",
@@ -191,3 +190,36 @@ def test_fast_backends_give_the_metrics_of_detector_predict(source, shared, tmp_
     assert Evaluator(det, cfg, backend="auto").backend == backends[-1]  # onnxruntime when installed
     with pytest.raises(ValueError, match="backend must be one of"):
         Evaluator(det, cfg, backend="tensorrt")
+
+
+def test_keypoint_agreement_with_a_reference_model(monkeypatch):
+    """eval.kpt_reference: the median keypoint distance (inter-eye units) to the reference model's confident faces;
+    0 against itself, and the exact shift when only the keypoint outputs move (boxes and scores unchanged)."""
+    import torch
+
+    from blazekit import build_detector, config
+    from blazekit.engine.evaluator import REFERENCE_SCORE, evaluate
+
+    monkeypatch.chdir(REPO)
+    cfg = config.load("configs/quickstart.yml", overrides=["eval.kpt_reference=mediapipe_short_range"])
+    mp = build_detector(cfg, weights="mediapipe_short_range")
+    same = evaluate(mp, cfg, progress=False)
+    assert same["kpt_agreement"] == 0.0 and same["kpt_agreement/faces"] == 9
+    shifted = build_detector(cfg, weights="mediapipe_short_range")
+    with torch.no_grad():
+        for conv in shifted.head.reg_convs:
+            bias = conv.bias.view(-1, 16)  # per anchor: box 4, then 6 keypoints (x, y)
+            bias[:, 4::2] += 1.5           # every keypoint 1.5 px (at 128x128) to the right
+    got = evaluate(shifted, cfg, progress=False)
+    from blazekit.data import build_dataset
+
+    val = build_dataset(cfg["data"]["val"]["dataset"])
+    images = [val[i]["image"] for i in range(len(val))]
+    kw = {"score_thr": cfg["eval"]["score_thr"], "max_det": cfg["eval"]["max_det"], "input_size": (256, 256)}
+    dists = []
+    for a, b in zip(shifted.predict(images, **kw), mp.predict(images, **kw)):
+        for j in np.flatnonzero(b["scores"] >= REFERENCE_SCORE):
+            iod = np.linalg.norm(b["keypoints"][j][0] - b["keypoints"][j][1])
+            dists.append(np.linalg.norm(a["keypoints"][j] - b["keypoints"][j], axis=1).mean() / iod)
+    assert got["kpt_agreement"] > 0.05
+    assert got["kpt_agreement"] == pytest.approx(float(np.median(dists)), rel=1e-4)

@@ -7,6 +7,8 @@ own letterbox), predicts in batches with a progress bar, and returns flat metric
     coco/AP coco/AP50 coco/AP75 coco/APs coco/APm coco/APl coco/AR ...   every dataset
     wider/easy wider/medium wider/hard                                   WIDER FACE with its .mat ground truth
     nme nme/faces_matched nme/faces                                      datasets with keypoints
+    kpt_agreement kpt_agreement/mean ...        with eval.kpt_reference: median keypoint distance (inter-eye
+                                                units) to the reference model's faces scoring >= 0.5
 
 Options live in the config's ``eval:`` section (all optional)::
 
@@ -51,6 +53,9 @@ from ..evaluation.keypoints import NMEAccumulator
 from ..evaluation.wider import (WiderGroundTruth, WiderResult, evaluate_wider, key_from_path, load_wider_gt,
                                 write_predictions, xyxy_to_wider)
 
+#: the reference model's detections that count as faces for ``kpt_agreement`` (MediaPipe's own threshold)
+REFERENCE_SCORE = 0.5
+
 #: how the network runs during evaluation (see :func:`resolve_backend`)
 BACKENDS = ("auto", "torch", "onnxruntime")
 
@@ -85,6 +90,7 @@ class DatasetPredictions:
     dets: Dict[Any, CocoDetections] = field(default_factory=dict)
     wider: Dict[Tuple[str, str], np.ndarray] = field(default_factory=dict)
     nme: Optional[NMEAccumulator] = None
+    agreement: Optional[NMEAccumulator] = None  # keypoints against eval.kpt_reference's confident faces
 
 
 class Evaluator:
@@ -114,6 +120,20 @@ class Evaluator:
         self._predictors: Dict[Optional[Tuple[int, int]], Predict] = {}
         self._fused: Any = None
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
+        self.reference = self._reference_evaluator(backend)
+
+    def _reference_evaluator(self, backend: str) -> Optional["Evaluator"]:
+        """``eval.kpt_reference``: the same model with other weights (the starting model of a fine-tune), run on
+        the same images, so keypoints can be checked where the data has no keypoint labels."""
+        weights = self.opts["kpt_reference"]
+        if not weights:
+            return None
+        from ..models.build import build_detector
+
+        param = next(self.detector.parameters(), None) if hasattr(self.detector, "parameters") else None
+        ref = build_detector(self.cfg, weights=weights, device=param.device if param is not None else "cpu")
+        ref_cfg = {**self.cfg, "eval": {**self.opts, "kpt_reference": None}}  # same blending as the evaluated model
+        return Evaluator(ref, ref_cfg, split=self.split, progress=False, backend=backend)
 
     # -- settings --------------------------------------------------------------------------------
     def _input_size(self, image: np.ndarray) -> Optional[Tuple[int, int]]:
@@ -266,8 +286,9 @@ class Evaluator:
                 if start + bs < n:
                     pending = pool.submit(load, start + bs)
                 preds = self._predict([s["image"] for s in samples])
-                for s, p in zip(samples, preds):
-                    self._collect(collected, s, p, score_thr)
+                refs = self.reference._predict([s["image"] for s in samples]) if self.reference else [None] * len(preds)
+                for s, p, r in zip(samples, preds, refs):
+                    self._collect(collected, s, p, score_thr, r)
                     if self.vis_dir is not None and len(collected.gt) <= self.num_vis:
                         self._draw(name, s, p, collected.gt[-1].ignore)
                 bar.update(len(samples))
@@ -275,7 +296,7 @@ class Evaluator:
         return self._metrics(name, ds_cfg, collected)
 
     def _collect(self, c: DatasetPredictions, sample: Mapping[str, Any], pred: Mapping[str, Any],
-                 score_thr: Optional[float]) -> None:
+                 score_thr: Optional[float], ref: Optional[Mapping[str, Any]] = None) -> None:
         boxes = np.asarray(pred["boxes"], np.float64).reshape(-1, 4)
         scores = np.asarray(pred["scores"], np.float64).reshape(-1)
         kpts = pred.get("keypoints")
@@ -304,6 +325,13 @@ class Evaluator:
             if c.nme is None:
                 c.nme = NMEAccumulator()
             c.nme.add(gt_boxes, sample["keypoints"], vis, boxes, scores, kpts, gt_ignore=ignore)
+        if ref is not None and kpts is not None:
+            if c.agreement is None:
+                c.agreement = NMEAccumulator()
+            face = np.asarray(ref["scores"]) >= REFERENCE_SCORE
+            ref_kpts = np.asarray(ref["keypoints"], np.float64)[face]
+            c.agreement.add(np.asarray(ref["boxes"])[face], ref_kpts, np.ones(ref_kpts.shape[:2], bool), boxes, scores,
+                            kpts)
 
     def _draw(self, name: str, sample: Mapping[str, Any], pred: Mapping[str, Any], ignore: np.ndarray) -> None:
         """One PNG: ground truth green (ignored faces grey), detections >= vis_score_thr red with scores."""
@@ -343,6 +371,12 @@ class Evaluator:
                               "(set eval.wider_gt_dir to the official eval_tools/ground_truth folder)")
         if c.nme is not None:
             out.update(c.nme.result())
+        if c.agreement is not None:
+            errors = c.agreement.errors
+            out.update({"kpt_agreement": float(np.median(errors)) if errors else float("nan"),
+                        "kpt_agreement/mean": float(np.mean(errors)) if errors else float("nan"),
+                        "kpt_agreement/faces_matched": float(len(errors)),
+                        "kpt_agreement/faces": float(c.agreement.faces)})
         return out
 
 
