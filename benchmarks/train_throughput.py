@@ -37,6 +37,7 @@ def full_steps(trainer, steps: int) -> float:
     """Images/s of ``steps`` real trainer iterations (after one warm-up step)."""
     trainer._set_train_mode()
     trainer.sampler.set_epoch(0)
+    trainer._call("before_epoch")
     it = iter(trainer.train_loader)
     images, targets = next(it)
     trainer.train_step(images, targets)
@@ -49,7 +50,9 @@ def full_steps(trainer, steps: int) -> float:
             trainer.sampler.set_epoch(trainer.sampler.epoch + 1)
             it = iter(trainer.train_loader)
             images, targets = next(it)
-        trainer.train_step(images, targets)
+        trainer.last_batch_size = images.shape[0]
+        out = trainer.train_step(images, targets)
+        trainer._call("after_step", out)  # EMA update and logging hang on this hook point, as in Trainer.fit
         n += images.shape[0]
     _sync(trainer.device)
     return n / (time.perf_counter() - t0)

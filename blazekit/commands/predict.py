@@ -32,7 +32,8 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda:0 (backend torch)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
                    help="torch: the PyTorch model; onnxruntime: export to ONNX and run it on CPU with lean numpy "
-                        "pre/post-processing (blazekit.deploy.fastpath, ~5x faster per frame; needs pip install -e .[export])")
+                        "pre/post-processing (blazekit.deploy.fastpath; faster per frame, see benchmarks/latency.py; "
+                        "needs pip install -e .[export])")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for the network (default: torch's / onnxruntime's own choice)")
     p.add_argument("--batch-size", type=int, default=16, help="images / video frames per forward pass")

@@ -38,7 +38,8 @@ class ModelEMA:
 
     def _pairs(self, model: nn.Module) -> Any:
         """Matching (EMA, training) tensors, found once per training model: their identities do not change
-        (loading weights copies in place), and building two state_dicts every step cost ~10 ms on CPU."""
+        (loading weights copies in place), and building two state_dicts every step is slow
+        (benchmarks/train_throughput.py)."""
         model = unwrap(model)
         if self._pairs_for is None or self._pairs_for[0] is not model:
             src = model.state_dict()

@@ -238,7 +238,8 @@ class Evaluator:
         return FastDetector(self._torch_runner(), preprocessor_for(det, input_size=full), post, micro_batch=bs).predict
 
     def _torch_runner(self) -> Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]:
-        """``detector.raw`` with BatchNorm folded (and channels-last on the CPU: ~2x faster depthwise convs)."""
+        """``detector.raw`` with BatchNorm folded, channels-last on the CPU (faster depthwise convs there; measured
+        by benchmarks/eval_speed.py)."""
         import torch
 
         from ..deploy.fuse import fuse_bn
