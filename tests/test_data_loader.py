@@ -92,7 +92,7 @@ def test_dataloader_rejects_unknown_keys_and_keypoint_mismatch():
 def _doc_blocks():
     text = (REPO / "README.md").read_text()
     python = re.search(r"```python\n(# my_faces.py.*?)```", text, re.S).group(1)
-    yml = re.search(r"```yaml\n(imports: \[my_faces\].*?)```", text, re.S).group(1)
+    yml = re.search(r"```yaml\n(_base_: \[_base_/models/blazeface_front.yml\].*?)```", text, re.S).group(1)
     return python, yml
 
 

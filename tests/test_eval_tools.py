@@ -100,6 +100,7 @@ def test_eval_tool_on_demo_prints_settings_draws_and_saves_preds(tmp_path, monke
     import eval as eval_tool
 
     from blazekit.evaluation.wider import read_prediction_file
+    from blazekit.inference import load_image
 
     monkeypatch.chdir(REPO)  # the demo config's paths are relative to the repository root
     rc = eval_tool.main(["configs/quickstart.yml", "--weights", "mediapipe_short_range", "--quiet",
