@@ -12,8 +12,8 @@ intra_op_num_threads, LiteRT num_threads). Paths:
 - ``torch fused``: the same after ``fuse_bn`` + channels_last + inference_mode;
 - ``onnxruntime``: ``tools/export.py`` output; end to end = ``OnnxDetector`` (decode + NMS in the graph);
 - ``onnxruntime MP-w``: the same export with MediaPipe's channel widths (``channel_multiple=1``), model only:
-  the baseline for what :mod:`blazekit.channel_align` gains;
-- ``onnxruntime lean``: the raw ONNX export in ``blazekit.fastpath.FastDetector``: numpy letterbox into a
+  the baseline for what :mod:`blazekit.deploy.channel_align` gains;
+- ``onnxruntime lean``: the raw ONNX export in ``blazekit.deploy.fastpath.FastDetector``: numpy letterbox into a
   reused buffer, logits thresholded before decoding, numpy weighted blending; batch 64 = 64 batch-1 calls;
 - ``litert``: ``face_detection_short_range.tflite`` in ai-edge-litert (XNNPACK); end to end uses blazekit's
   letterbox/normalise and torch decode/weighted blending around ``invoke`` (MediaPipe's own C++
@@ -329,12 +329,12 @@ def main(argv=None) -> int:
     print("\n'vs LiteRT' = latency / LiteRT latency at the same threads, kind and batch (< 1: faster than LiteRT).")
     print("'onnxruntime x1' = the 64 images as 64 batch-1 calls (onnxruntime's depthwise kernels are faster so).")
     print("'onnxruntime MP-w' = the export with MediaPipe's channel widths (channel_multiple=1); every other "
-          "onnxruntime row\nuses the default export, widths rounded up to 16 (blazekit.channel_align).")
+          "onnxruntime row\nuses the default export, widths rounded up to 16 (blazekit.deploy.channel_align).")
     print("Paths are timed round-robin (10 calls at a time at batch 1, 1 at batch 64), so all rows of one "
           "threads/batch block\nshare the machine state.")
     print("end-to-end = uint8 640x480 frame -> detections in original pixels. 'litert' uses blazekit's torch "
           "decode/blending;\n'onnxruntime lean' and 'litert lean' use the same numpy pre/post "
-          "(blazekit.fastpath), 64 batch-1 calls at batch 64.\n")
+          "(blazekit.deploy.fastpath), 64 batch-1 calls at batch 64.\n")
 
     for t in args.threads:
         best1 = min((m, n) for tt, n, k, b, m, _ in rows
