@@ -172,6 +172,11 @@ TRAIN: Dict[str, Opt] = {
 DISTILL: Dict[str, Opt] = {
     "teacher": Opt(optional(text), None, "weights of the teacher (null: the model.init weights)"),
     "weight": Opt(number(gt=0), 1.0, "multiplies the distilled keypoints' loss"),
+    "targets": Opt(one_of("face", "anchor"), "face",
+                   "face: the teacher's blended keypoints per face, used like labels | anchor: its raw outputs per "
+                   "matched anchor"),
+    "min_score": Opt(number(ge=0, le=1), 0.5, "face targets: teacher anchors scoring below this are not used"),
+    "min_iou": Opt(number(ge=0, le=1), 0.4, "face targets: teacher boxes overlapping the face less are not used"),
 }
 
 #: arguments of registry-built ``train`` parts whose range is known (the registry checks the names)

@@ -3,6 +3,7 @@ import numpy as np
 import torch
 
 from blazekit import build_detector
+from blazekit.models.detector import Teacher
 
 
 def _targets(with_keypoints: bool):
@@ -15,28 +16,81 @@ def _targets(with_keypoints: bool):
     return [t]
 
 
-def test_teacher_gives_targets_only_where_keypoints_are_unlabelled():
+def test_anchor_targets_copy_the_teacher_only_where_keypoints_are_unlabelled():
     torch.manual_seed(0)
     det = build_detector("configs/blazeface_front.yml", weights="mediapipe_short_range")
     x = torch.rand(1, 3, 128, 128) * 2 - 1
     reg, logits = det.raw(x)
     size = (128, 128)
+
+    def teacher(r, weight=1.0):
+        return Teacher(r, logits, weight=weight, targets="anchor")
+
     # a teacher identical to the student: nothing to learn, the keypoint term vanishes for box-only faces
-    same = det.compute_loss(reg, logits, _targets(False), size, teacher_regressors=reg)
+    same = det.compute_loss(reg, logits, _targets(False), size, teacher=teacher(reg))
     assert float(same["loss_kpt"].detach()) == 0.0
     # without a teacher box-only faces have no keypoint term either
     assert float(det.compute_loss(reg, logits, _targets(False), size)["loss_kpt"].detach()) == 0.0
-    # a teacher whose keypoints sit 3 px away: a term that scales with teacher_weight
+    # a teacher whose keypoints sit 3 px away: a term that scales with the weight
     shifted = reg.clone()
     shifted[..., 4:] += 3.0
-    one = float(det.compute_loss(reg, logits, _targets(False), size, teacher_regressors=shifted)["loss_kpt"])
-    ten = float(det.compute_loss(reg, logits, _targets(False), size, teacher_regressors=shifted,
-                                 teacher_weight=10.0)["loss_kpt"])
+    one = float(det.compute_loss(reg, logits, _targets(False), size, teacher=teacher(shifted))["loss_kpt"])
+    ten = float(det.compute_loss(reg, logits, _targets(False), size, teacher=teacher(shifted, 10.0))["loss_kpt"])
     assert one > 0 and np.isclose(ten, 10 * one, rtol=1e-5)
     # labelled keypoints keep their labels: the teacher changes nothing there
     labelled = det.compute_loss(reg, logits, _targets(True), size)["loss_kpt"]
-    taught = det.compute_loss(reg, logits, _targets(True), size, teacher_regressors=shifted)["loss_kpt"]
+    taught = det.compute_loss(reg, logits, _targets(True), size, teacher=teacher(shifted))["loss_kpt"]
     assert float(labelled) > 0 and torch.equal(labelled, taught)
+
+
+def _demo_face():
+    """The first demo photo letterboxed to 128 and MediaPipe's top detection on it (input pixels)."""
+    from test_train_support import REPO
+
+    from blazekit.inference import load_image
+    from blazekit.preprocess import letterbox, normalize
+
+    det = build_detector(str(REPO / "configs/blazeface_front.yml"), weights="mediapipe_short_range")
+    image = load_image(sorted((REPO / "blazekit/data/demo/images").glob("*.jpg"))[0])
+    x = torch.from_numpy(normalize(letterbox(image, (128, 128))[0], "minus_one_one"))[None].float()
+    reg, logits = det.raw(x)
+    boxes, kpts, scores = det.decode(reg, logits)
+    return det, x, reg, logits, boxes[0], kpts[0], scores[0]
+
+
+def test_face_targets_are_the_teachers_keypoints_for_that_face_used_like_labels():
+    det, x, reg, logits, boxes, kpts, scores = _demo_face()
+    size = (128, 128)
+    top = int(scores.argmax())
+    assert float(scores[top]) > 0.9
+    # what MediaPipe reports for this face: the score-weighted blend of its confident anchors on the face
+    from blazekit.boxes import box_iou
+
+    on_face = (box_iou(boxes[top][None], boxes)[0] >= 0.4) & (scores >= 0.5)
+    w = scores * on_face
+    reported = (w[:, None, None] * kpts).sum(0) / w.sum()
+    face = {"boxes": boxes[top][None].detach().numpy(), "labels": np.zeros(1, np.int64)}
+    teacher = Teacher(reg, logits, weight=1.0)
+    b_pad, kp_pad, vis_pad = det._pad([boxes[top][None] / 128], [torch.zeros(1, 6, 2)],
+                                      [torch.zeros(1, 6, dtype=torch.bool)])
+    kp, weights = det._taught_face_keypoints(teacher, b_pad, kp_pad, vis_pad, size)
+    assert torch.allclose(kp[0, 0] * 128, reported, atol=1e-3), (kp[0, 0] * 128, reported)
+    assert torch.equal(weights, torch.ones(1, 1, 6))
+    # the student equal to the teacher: its matched anchors already predict nearly those keypoints, so the
+    # taught term is small next to a teacher shifted by 3 px, and it scales with the weight
+    same = float(det.compute_loss(reg, logits, [face], size, teacher=teacher)["loss_kpt"])
+    moved = reg.clone()
+    moved[..., 4:] += 3.0
+    shifted = float(det.compute_loss(reg, logits, [face], size, teacher=Teacher(moved, logits))["loss_kpt"])
+    ten = float(det.compute_loss(reg, logits, [face], size, teacher=Teacher(moved, logits, weight=10.0))["loss_kpt"])
+    assert shifted > 3 * same and np.isclose(ten, 10 * shifted, rtol=1e-5)
+    # a box where the teacher sees no face: no keypoint term at all (nothing trustworthy to learn)
+    blank = {"boxes": np.array([[2.0, 2.0, 20.0, 20.0]], np.float32), "labels": np.zeros(1, np.int64)}
+    assert float(det.compute_loss(reg, logits, [blank], size, teacher=teacher)["loss_kpt"]) == 0.0
+    # labelled keypoints keep their labels
+    labelled = det.compute_loss(reg, logits, _targets(True), size)["loss_kpt"]
+    assert torch.equal(labelled, det.compute_loss(reg, logits, _targets(True), size, teacher=Teacher(moved, logits))
+                       ["loss_kpt"])
 
 
 def _raw_keypoint_drift(model, teacher, images) -> float:

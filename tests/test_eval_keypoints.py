@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from blazekit.evaluation.keypoints import NMEAccumulator, face_nme
+from blazekit.evaluation.keypoints import NMEAccumulator, common_nme, face_nme
 
 GT = np.array([[30.0, 40.0], [70.0, 40.0], [50.0, 60.0], [50.0, 80.0], [0, 0], [0, 0]])  # eyes 40 px apart
 VIS = np.array([True, True, True, True, False, False])
@@ -29,6 +29,21 @@ def test_accumulator_matches_by_iou_and_counts_faces():
     r = acc.result()
     assert r["nme"] == pytest.approx(2.0 / 40.0)
     assert r["nme/faces_matched"] == 1 and r["nme/faces"] == 2
+
+
+def test_common_nme_compares_two_models_on_the_faces_both_find():
+    gt_boxes = np.array([[20, 20, 80, 90], [200, 20, 260, 90]], float)
+    gt_k = np.stack([GT, GT + [180, 0]])
+    vis = np.stack([VIS, VIS])
+    finds_both, finds_first = NMEAccumulator(), NMEAccumulator()
+    worse = gt_k.copy()
+    worse[:, 0] += [0, 8.0]  # 2/40 on each face
+    finds_both.add(gt_boxes, gt_k, vis, gt_boxes, np.array([0.9, 0.8]), worse)
+    finds_first.add(gt_boxes, gt_k, vis, gt_boxes[:1], np.array([0.9]), gt_k[:1])
+    finds_both.add(gt_boxes[:0], gt_k[:0], vis[:0], gt_boxes[:0], np.zeros(0), gt_k[:0])  # an image without faces
+    r = common_nme(finds_both, finds_first)
+    assert r == {"nme/common": pytest.approx(2.0 / 40.0), "nme/common_reference": 0.0, "nme/common_faces": 1.0}
+    assert np.isnan(common_nme(finds_both, NMEAccumulator())["nme/common"])
 
 
 def test_landmarks_mini_ground_truth_scores_zero(shared):

@@ -206,6 +206,9 @@ def test_keypoint_agreement_with_a_reference_model(monkeypatch):
     mp = build_detector(cfg, weights="mediapipe_short_range")
     same = evaluate(mp, cfg, progress=False)
     assert same["kpt_agreement"] == 0.0 and same["kpt_agreement/faces"] == 9
+    # the demo faces have keypoint labels: NME of both models on the faces both find (here the same model)
+    assert same["nme/common_faces"] == same["nme/faces_matched"] > 0
+    assert same["nme/common"] == same["nme/common_reference"] == pytest.approx(same["nme"])
     shifted = build_detector(cfg, weights="mediapipe_short_range")
     with torch.no_grad():
         for conv in shifted.head.reg_convs:
@@ -223,4 +226,5 @@ def test_keypoint_agreement_with_a_reference_model(monkeypatch):
             iod = np.linalg.norm(b["keypoints"][j][0] - b["keypoints"][j][1])
             dists.append(np.linalg.norm(a["keypoints"][j] - b["keypoints"][j], axis=1).mean() / iod)
     assert got["kpt_agreement"] > 0.05
+    assert got["nme/common_reference"] == pytest.approx(same["nme"]) and got["nme/common"] != got["nme/common_reference"]
     assert got["kpt_agreement"] == pytest.approx(float(np.median(dists)), rel=1e-4)

@@ -158,3 +158,21 @@ def test_seeded_loader_batches_do_not_depend_on_workers(tmp_path):
     a, b = batches(0), batches(2)
     assert len(a) == 4 and all(torch.equal(x, y) for x, y in zip(a, b))
     assert all(torch.equal(x, y) for x, y in zip(a[2:], batches(0, skip=8)))
+
+
+def test_a_refused_run_says_why_in_its_train_log(tmp_path):
+    """A user error (here: --resume after changing train.freeze) is the last line of train.log too, so a log
+    read later does not end without a reason."""
+    from blazekit.engine.cli import run_tool
+
+    cfg = tiny_cfg(tmp_path, epochs=1)
+    Trainer(str(cfg), work_dir=tmp_path / "a").fit()
+
+    def refused(_argv=None) -> int:
+        Trainer(str(cfg), work_dir=tmp_path / "a", resume="auto", overrides=["train.freeze=[backbone]"])
+        return 0
+
+    assert run_tool(refused) == 2
+    log = (tmp_path / "a" / "train.log").read_text()
+    error = log[log.rindex("error: "):]
+    assert "train.freeze" in error and error.rstrip().endswith("start a new run from it with model.init.")

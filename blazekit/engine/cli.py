@@ -43,7 +43,22 @@ def run_tool(main: Callable[..., int], argv: Optional[Sequence[str]] = None, **k
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError's str() adds quotes
         print(f"error: {msg}", file=sys.stderr)
+        _log_to_files(f"error: {msg}")
         return USER_ERROR_EXIT
+
+
+def _log_to_files(line: str) -> None:
+    """A run that stops on a user error says why in its train.log too (not an empty or cut-off log)."""
+    import logging
+
+    for h in logging.getLogger("blazekit.train").handlers:  # engine.logger.LOGGER_NAME (not imported: keep it light)
+        if isinstance(h, logging.FileHandler):
+            h.acquire()
+            try:
+                h.stream.write(line + "\n")
+                h.flush()
+            finally:
+                h.release()
 
 
 def user_errors(main: Callable[..., int]) -> Callable[..., int]:

@@ -2,8 +2,9 @@
 
 Most face sets label boxes only. Their faces give the keypoint loss nothing, while every step moves the shared
 features, so fine-tuning silently wrecks the 6 keypoints. A frozen copy of the starting weights runs on the same
-(augmented) batch and its raw keypoint outputs become the targets of the anchors matched to such faces (see
-``BlazeFace.compute_loss``). Cost: one forward pass without gradients per step.
+(augmented) batch; by default (``targets: face``) each such face gets the keypoints the teacher reports for it,
+used like real labels (see :class:`blazekit.models.detector.Teacher`). Cost: one forward pass without gradients
+per step.
 """
 from __future__ import annotations
 
@@ -15,18 +16,22 @@ from torch import nn
 
 from .. import options
 from ..config import ConfigError
+from ..models.detector import Teacher
 
 class KeypointTeacher:
     """Gives the detector's loss the frozen starting model's raw outputs for a batch."""
 
-    def __init__(self, model: nn.Module, weight: float) -> None:
+    def __init__(self, model: nn.Module, weight: float, targets: str = "face", min_score: float = 0.5,
+                 min_iou: float = 0.4) -> None:
         self.model = model.eval().requires_grad_(False)
-        self.weight = float(weight)
+        self.settings = {"weight": float(weight), "targets": targets, "min_score": float(min_score),
+                         "min_iou": float(min_iou)}
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> Dict[str, Any]:
         """Keyword arguments for ``detector(images, targets, **kwargs)``."""
-        return {"teacher_regressors": self.model.raw(images)[0], "teacher_weight": self.weight}
+        regressors, logits = self.model.raw(images)
+        return {"teacher": Teacher(regressors, logits, **self.settings)}
 
 
 def distill_options(spec: Any) -> Optional[Dict[str, Any]]:
@@ -52,6 +57,6 @@ def build_teacher(model: nn.Module, spec: Any, init: Optional[str], device: torc
         raise ConfigError("train.distill: no teacher; set model.init (the weights fine-tuning starts from) or "
                           "train.distill.teacher")
     source = opts["teacher"] or f"model.init {init}"
-    log.info("keypoint distillation: faces without keypoint labels learn them from %s (weight %g)", source,
-             float(opts["weight"]))
-    return KeypointTeacher(teacher.to(device), opts["weight"])
+    log.info("keypoint distillation: faces without keypoint labels learn them from %s (weight %g, %s targets)",
+             source, float(opts["weight"]), opts["targets"])
+    return KeypointTeacher(teacher.to(device), opts["weight"], opts["targets"], opts["min_score"], opts["min_iou"])

@@ -7,6 +7,7 @@ own letterbox), predicts in batches with a progress bar, and returns flat metric
     coco/AP coco/AP50 coco/AP75 coco/APs coco/APm coco/APl coco/AR ...   every dataset
     wider/easy wider/medium wider/hard                                   WIDER FACE with its .mat ground truth
     nme nme/faces_matched nme/faces                                      datasets with keypoints
+    nme/common nme/common_reference nme/common_faces   ... and eval.kpt_reference: both NMEs on the faces both find
     kpt_agreement kpt_agreement/mean ...        with eval.kpt_reference: median keypoint distance (inter-eye
                                                 units) to the reference model's faces scoring >= 0.5
 
@@ -49,7 +50,7 @@ import numpy as np
 from .. import options
 from ..config import ConfigError, expand_env
 from ..evaluation.coco import CocoDetections, CocoImage, evaluate_coco
-from ..evaluation.keypoints import NMEAccumulator
+from ..evaluation.keypoints import NMEAccumulator, common_nme
 from ..evaluation.wider import (WiderGroundTruth, WiderResult, evaluate_wider, key_from_path, load_wider_gt,
                                 write_predictions, xyxy_to_wider)
 
@@ -91,6 +92,7 @@ class DatasetPredictions:
     wider: Dict[Tuple[str, str], np.ndarray] = field(default_factory=dict)
     nme: Optional[NMEAccumulator] = None
     agreement: Optional[NMEAccumulator] = None  # keypoints against eval.kpt_reference's confident faces
+    nme_reference: Optional[NMEAccumulator] = None  # eval.kpt_reference's own NME, for nme/common
 
 
 class Evaluator:
@@ -326,6 +328,11 @@ class Evaluator:
             if c.nme is None:
                 c.nme = NMEAccumulator()
             c.nme.add(gt_boxes, sample["keypoints"], vis, boxes, scores, kpts, gt_ignore=ignore)
+            if ref is not None:
+                if c.nme_reference is None:
+                    c.nme_reference = NMEAccumulator()
+                c.nme_reference.add(gt_boxes, sample["keypoints"], vis, np.asarray(ref["boxes"]).reshape(-1, 4),
+                                    ref["scores"], ref["keypoints"], gt_ignore=ignore)
         if ref is not None and kpts is not None:
             if c.agreement is None:
                 c.agreement = NMEAccumulator()
@@ -372,6 +379,8 @@ class Evaluator:
                               "(set eval.wider_gt_dir to the official eval_tools/ground_truth folder)")
         if c.nme is not None:
             out.update(c.nme.result())
+            if c.nme_reference is not None:
+                out.update(common_nme(c.nme, c.nme_reference))
         if c.agreement is not None:
             errors = c.agreement.errors
             out.update({"kpt_agreement": float(np.median(errors)) if errors else float("nan"),

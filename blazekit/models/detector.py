@@ -7,12 +7,13 @@ cached) for it.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..boxes import box_iou
 from ..coder import MediaPipeCoder
 from ..losses import MultiBoxLoss
 from ..matcher import IoUMatcher
@@ -20,6 +21,25 @@ from ..postprocess import WeightedBlending
 from ..preprocess import letterbox, normalize
 
 Size = Tuple[int, int]
+
+
+class Teacher(NamedTuple):
+    """A frozen starting model's raw outputs on the training batch, for faces without keypoint labels.
+
+    ``targets="face"``: each such face gets the keypoints the teacher itself would report for it: the
+    score-weighted blend of its anchors that score >= ``min_score`` with a decoded box of IoU >= ``min_iou``
+    with the face (MediaPipe's weighted NMS in miniature). They are then encoded for every anchor matched to the
+    face like real labels, so all of a face's anchors agree; faces the teacher does not find get no keypoint term.
+    ``targets="anchor"``: each matched anchor copies the teacher's raw keypoint outputs at that anchor, also where
+    the teacher's anchor does not see the face (kept for comparison; see RESULTS.md).
+    """
+
+    regressors: Tensor                  # [B, A, 4+2K]
+    logits: Tensor                      # [B, A, 1]
+    weight: float = 1.0                 # multiplies the taught keypoints' loss
+    targets: str = "face"
+    min_score: float = 0.5
+    min_iou: float = 0.4
 Detections = Dict[str, np.ndarray]
 
 DEFAULT_PREPROCESS = {"resize": "letterbox", "normalize": "minus_one_one", "pad_value": 0}
@@ -144,8 +164,7 @@ class BlazeFace(nn.Module):
         return self.head(feats)
 
     def forward(self, images: Tensor, targets: Optional[Sequence[Mapping[str, Any]]] = None,
-                teacher_regressors: Optional[Tensor] = None, teacher_weight: float = 1.0
-                ) -> Union[Tuple[Tensor, Tensor], Dict[str, Tensor]]:
+                teacher: Optional[Teacher] = None) -> Union[Tuple[Tensor, Tensor], Dict[str, Tensor]]:
         """Without targets: :meth:`raw`. With targets (collated list): the loss dict (see :meth:`compute_loss`)."""
         if targets is None:
             return self.raw(images)
@@ -153,17 +172,15 @@ class BlazeFace(nn.Module):
             raise ValueError(f"BlazeFace: {images.shape[0]} images but {len(targets)} targets")
         regressors, logits = self.raw(images)
         return self.compute_loss(regressors, logits, targets, (int(images.shape[-2]), int(images.shape[-1])),
-                                 teacher_regressors=teacher_regressors, teacher_weight=teacher_weight)
+                                 teacher=teacher)
 
     def compute_loss(self, regressors: Tensor, logits: Tensor, targets: Sequence[Mapping[str, Any]],
-                     size: Size, teacher_regressors: Optional[Tensor] = None, teacher_weight: float = 1.0
-                     ) -> Dict[str, Tensor]:
+                     size: Size, teacher: Optional[Teacher] = None) -> Dict[str, Tensor]:
         """Match, encode and score. Target boxes / keypoints are in input pixels; normalised here.
 
-        ``teacher_regressors`` [B, A, 4+2K] (a frozen starting model's raw outputs on the same images) are the
-        keypoint targets of every anchor matched to a face whose keypoints are not labelled: box-only data then
-        keeps the keypoints the model started with instead of letting them drift (self-distillation). Their
-        loss terms are multiplied by ``teacher_weight``.
+        ``teacher`` (a frozen starting model's outputs on the same images, see :class:`Teacher`) gives the
+        keypoint targets of faces whose keypoints are not labelled: box-only data then keeps the keypoints the
+        model started with instead of letting them drift (self-distillation).
         """
         h, w = size
         dev, dt = regressors.device, regressors.dtype
@@ -193,19 +210,42 @@ class BlazeFace(nn.Module):
                        else torch.as_tensor(v, dtype=torch.bool, device=dev).reshape(n, k))
         matches = self.matcher(priors, boxes, ignore)  # [B, A]
         b_pad, kp_pad, vis_pad = self._pad(boxes, kpts, vis)
+        vis_w = vis_pad.to(dt)  # per-keypoint loss weights: 1 labelled, 0 none, teacher.weight taught
+        face_mode = teacher is not None and k > 0 and teacher.targets == "face"
+        if face_mode:
+            kp_pad, vis_w = self._taught_face_keypoints(teacher, b_pad, kp_pad, vis_pad, size)
         idx = matches.clamp_min(0)
         gt_boxes = torch.gather(b_pad, 1, idx[..., None].expand(-1, -1, 4))
         gt_kpts = torch.gather(kp_pad, 1, idx[..., None, None].expand(-1, -1, k, 2))
-        gt_vis = torch.gather(vis_pad, 1, idx[..., None].expand(-1, -1, k))
+        gt_vis = torch.gather(vis_w, 1, idx[..., None].expand(-1, -1, k))
         encoded = self.coder.encode(gt_boxes, gt_kpts, self.coding_anchors(size), input_size=size)
-        if teacher_regressors is not None and k > 0:
-            learn = (matches >= 0)[..., None] & ~gt_vis  # [B, A, K]: matched anchors, unlabelled keypoints
-            taught = teacher_regressors.detach()[..., 4:].reshape(*learn.shape, 2).to(encoded.dtype)
+        if teacher is not None and k > 0 and not face_mode:
+            learn = (matches >= 0)[..., None] & (gt_vis == 0)  # [B, A, K]: matched anchors, unlabelled keypoints
+            taught = teacher.regressors.detach()[..., 4:].reshape(*learn.shape, 2).to(encoded.dtype)
             kp = torch.where(learn[..., None], taught, encoded[..., 4:].reshape(*learn.shape, 2))
             encoded = torch.cat([encoded[..., :4], kp.flatten(-2)], dim=-1)
-            gt_vis = torch.where(learn, encoded.new_tensor(float(teacher_weight)), gt_vis.to(encoded.dtype))
+            gt_vis = torch.where(learn, gt_vis.new_tensor(float(teacher.weight)), gt_vis)
         scale = self.coder.loss_scale(anchors, priors, input_size=size)
         return self.loss(logits, regressors, matches, encoded, gt_vis, scale)
+
+    def _taught_face_keypoints(self, teacher: Teacher, b_pad: Tensor, kp_pad: Tensor, vis_pad: Tensor,
+                               size: Size) -> Tuple[Tensor, Tensor]:
+        """Fill the unlabelled keypoints of faces the teacher finds with its blended keypoints (normalised), and
+        give them the weight ``teacher.weight``; returns (keypoints [B, N, K, 2], weights [B, N, K])."""
+        dt = b_pad.dtype
+        reg = teacher.regressors.detach().to(dt)
+        t_boxes, t_kpts = self.coder.decode(reg, self.coding_anchors(size), input_size=size)  # [B,A,4], [B,A,K,2]
+        clip = float(getattr(self.postprocess, "sigmoid_clip", 100.0) or 100.0)
+        score = teacher.logits.detach().to(dt).reshape(reg.shape[:2]).clamp(-clip, clip).sigmoid()  # [B, A]
+        w = box_iou(b_pad, t_boxes)  # [B, N, A]
+        w = torch.where((w >= teacher.min_iou) & (score[:, None, :] >= teacher.min_score), score[:, None, :],
+                        torch.zeros_like(w))
+        total = w.sum(-1)  # [B, N]
+        blended = torch.einsum("bna,bakc->bnkc", w, t_kpts) / total.clamp_min(1e-12)[..., None, None]
+        learn = (total > 0)[..., None] & ~vis_pad  # [B, N, K]
+        kp = torch.where(learn[..., None], blended, kp_pad)
+        weights = torch.where(learn, vis_pad.new_tensor(float(teacher.weight), dtype=dt), vis_pad.to(dt))
+        return kp, weights
 
     @staticmethod
     def _pad(boxes: List[Tensor], kpts: List[Tensor], vis: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
