@@ -195,6 +195,7 @@ def test_finetune_shared_back_config(shared, tmp_path):
     shared("data", "fddb")
     cfg_path = REPO / "configs" / "finetune_shared_back.yml"
     assert config.load(cfg_path)["model"]["init"] == "work_dirs/hollance_back.pt"
+    assert config.load(cfg_path)["train"]["freeze"] == ["backbone"]  # RESULTS.md: keeps WIDER and the keypoints
     converted = tmp_path / "hollance_back.pt"
     spec = importlib.util.spec_from_file_location("bk_tools_convert_fr", REPO / "tools" / "convert.py")
     tool = importlib.util.module_from_spec(spec)
