@@ -534,8 +534,11 @@ def convert_checkpoint(src: PathLike, model_cfg: Optional[Mapping[str, Any]] = N
 
 
 def save_converted(src: PathLike, out: PathLike, model_cfg: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Convert ``src`` and ``torch.save`` the checkpoint to ``out``; returns the checkpoint."""
+    """Convert ``src`` and ``torch.save`` the checkpoint to ``out`` (pruned weights packed losslessly, see
+    :func:`blazekit.checkpoint.pack_sparse`); returns the checkpoint (dense)."""
+    from .checkpoint import pack_sparse
+
     ckpt = convert_checkpoint(src, model_cfg)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, out)
+    torch.save(pack_sparse(ckpt), out)
     return ckpt

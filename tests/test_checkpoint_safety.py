@@ -116,3 +116,28 @@ def test_atomic_writes_mode_and_leftover_cleanup(tmp_path):
     (tmp_path / "keep.tmp").write_bytes(b"not ours")
     assert remove_partial_writes(tmp_path) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "keep.tmp", "last.pt"]
+
+
+def test_pack_sparse_round_trip_is_bit_exact_and_damage_is_one_error(tmp_path):
+    import torch
+
+    from blazekit.checkpoint import CheckpointError, load_checkpoint, pack_sparse
+
+    g = torch.Generator().manual_seed(0)
+    pruned = torch.randn(64, 32, generator=g) * (torch.rand(64, 32, generator=g) > 0.7)   # fp32 values, 70 % zeros
+    halfy = (torch.randn(16, 16, generator=g).half().float()) * (torch.rand(16, 16, generator=g) > 0.5)
+    state = {"pruned": pruned, "halfy": halfy, "dense": torch.randn(128, generator=g), "small": torch.zeros(3),
+             "steps": torch.tensor([0, 0, 5])}
+    packed = pack_sparse({"state_dict": state, "meta": {"k": 1}})
+    assert set(packed["packed"]) == {"pruned", "halfy"}
+    assert packed["packed"]["halfy"]["values"].dtype == torch.float16        # exact in fp16: stored as fp16
+    assert packed["packed"]["pruned"]["values"].dtype == torch.float32
+    torch.save(packed, tmp_path / "p.pt")
+    back = load_checkpoint(tmp_path / "p.pt")
+    assert back["meta"] == {"k": 1} and "packed" not in back
+    for k, v in state.items():
+        assert back["state_dict"][k].dtype == v.dtype and torch.equal(back["state_dict"][k], v), k
+    packed["packed"]["pruned"]["mask"] = packed["packed"]["pruned"]["mask"][:3]   # truncated mask
+    torch.save(packed, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="damaged packed weights"):
+        load_checkpoint(tmp_path / "bad.pt")

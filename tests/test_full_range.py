@@ -10,6 +10,7 @@ import torch
 
 import blazekit
 from blazekit import config, convert
+from blazekit.checkpoint import load_checkpoint
 from blazekit.models.full_range import depth_to_space
 from blazekit.preprocess import letterbox, normalize
 from blazekit.weights import NAMED_WEIGHTS, resolve_weights
@@ -93,12 +94,16 @@ def test_shipped_checkpoint_is_the_sparse_tflite_conversion(shared):
     src = shared(*TFLITE_FULL)
     assert convert.guess_variant(src) == "full_range"
     fresh = convert.convert_checkpoint(src)
-    shipped = torch.load(resolve_weights("mediapipe_full_range"), map_location="cpu", weights_only=True)
+    shipped = load_checkpoint(resolve_weights("mediapipe_full_range"))
     assert shipped["meta"]["md5"] == "61be71c968b83f3bd2e04805c49219d4" == fresh["meta"]["md5"]
     assert shipped["model_cfg"] == fresh["model_cfg"]
     assert shipped["model_cfg"]["backbone"]["type"] == "FullRangeBackbone"
     assert shipped["state_dict"].keys() == fresh["state_dict"].keys()
-    assert all(torch.equal(shipped["state_dict"][k], v) for k, v in fresh["state_dict"].items())
+    assert all(torch.equal(shipped["state_dict"][k], v) and shipped["state_dict"][k].dtype == v.dtype
+               for k, v in fresh["state_dict"].items())
+    # stored packed (bit mask + non-zero values), so the bundled file stays under 1 MB
+    raw = torch.load(resolve_weights("mediapipe_full_range"), map_location="cpu", weights_only=True)
+    assert len(raw["packed"]) > 50 and resolve_weights("mediapipe_full_range").stat().st_size < 1_000_000
     # sparse (DENSIFY) 1x1 weights came out dense with their zeros: MediaPipe pruned ~70 % of them
     w = shipped["state_dict"]["backbone.stem.2.convs.1.conv.weight"]
     assert w.shape == (8, 32, 1, 1) and 0.5 < float((w == 0).float().mean()) < 0.9
@@ -185,7 +190,7 @@ def test_finetune_shared_full_range_config(shared, tmp_path):
     cfg = config.load(cfg_path)
     assert cfg["model"]["init"] == "mediapipe_full_range" and cfg["model"]["input_size"] == [192, 192]
     model = blazekit.build_detector(cfg)  # loads model.init strictly
-    shipped = torch.load(resolve_weights("mediapipe_full_range"), map_location="cpu", weights_only=True)
+    shipped = load_checkpoint(resolve_weights("mediapipe_full_range"))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in shipped["state_dict"].items())
     trainer = _one_step(cfg_path, tmp_path)
     assert trainer.tcfg["norm_eval"]  # folded BN statistics stay frozen while fine-tuning
