@@ -233,15 +233,16 @@ class BlazeFace(nn.Module):
         """Fill the unlabelled keypoints of faces the teacher finds with its blended keypoints (normalised), and
         give them the weight ``teacher.weight``; returns (keypoints [B, N, K, 2], weights [B, N, K])."""
         dt = b_pad.dtype
-        reg = teacher.regressors.detach().to(dt)
-        t_boxes, t_kpts = self.coder.decode(reg, self.coding_anchors(size), input_size=size)  # [B,A,4], [B,A,K,2]
-        clip = float(getattr(self.postprocess, "sigmoid_clip", 100.0) or 100.0)
-        score = teacher.logits.detach().to(dt).reshape(reg.shape[:2]).clamp(-clip, clip).sigmoid()  # [B, A]
-        w = box_iou(b_pad, t_boxes)  # [B, N, A]
-        w = torch.where((w >= teacher.min_iou) & (score[:, None, :] >= teacher.min_score), score[:, None, :],
-                        torch.zeros_like(w))
-        total = w.sum(-1)  # [B, N]
-        blended = torch.einsum("bna,bakc->bnkc", w, t_kpts) / total.clamp_min(1e-12)[..., None, None]
+        h, w = size
+        # scores as the detector reports them (its post-processor's clipping), boxes/keypoints normalised like b_pad
+        boxes, kpts, score = self.decode(teacher.regressors.detach().to(dt), teacher.logits.detach().to(dt), size)
+        scale = boxes.new_tensor([w, h])
+        t_boxes, t_kpts = boxes / scale.repeat(2), kpts / scale  # [B, A, 4], [B, A, K, 2]
+        iou = box_iou(b_pad, t_boxes)  # [B, N, A]
+        blend = torch.where((iou >= teacher.min_iou) & (score[:, None, :] >= teacher.min_score), score[:, None, :],
+                            torch.zeros_like(iou))
+        total = blend.sum(-1)  # [B, N]
+        blended = torch.einsum("bna,bakc->bnkc", blend, t_kpts) / total.clamp_min(1e-12)[..., None, None]
         learn = (total > 0)[..., None] & ~vis_pad  # [B, N, K]
         kp = torch.where(learn[..., None], blended, kp_pad)
         weights = torch.where(learn, vis_pad.new_tensor(float(teacher.weight), dtype=dt), vis_pad.to(dt))
