@@ -158,6 +158,8 @@ TRAIN: Dict[str, Opt] = {
     "freeze": Opt(list_of(text, "parameter-name patterns"), [],
                   "parameter-name patterns (fnmatch or prefix) not to train"),
     "norm_eval": Opt(boolean, False, "keep BatchNorm in eval mode (running stats fixed; affine still trained)"),
+    "calibrate_bn": Opt(integer(0), 0, "before training from model.init, measure BatchNorm statistics on this many "
+                        "training batches (eval outputs unchanged) so train-mode BN starts from the pretrained model"),
     "sync_bn": Opt(boolean, False, "convert BatchNorm to SyncBatchNorm under DDP"),
     "find_unused_parameters": Opt(boolean, False),
     "seed": Opt(integer(0), 0),
@@ -177,6 +179,10 @@ DISTILL: Dict[str, Opt] = {
                    "matched anchor"),
     "min_score": Opt(number(ge=0, le=1), 0.5, "face targets: teacher anchors scoring below this are not used"),
     "min_iou": Opt(number(ge=0, le=1), 0.4, "face targets: teacher boxes overlapping the face less are not used"),
+    "ignore_score": Opt(optional(number(ge=0, le=1)), None,
+                        "anchors the teacher scores >= this are never negatives (faces the labels miss); null: off"),
+    "score_weight": Opt(number(ge=0), 0.0, "> 0: anchors that are not positives learn the teacher's scores "
+                        "(KL term loss_score); 0: off"),
 }
 
 #: arguments of registry-built ``train`` parts whose range is known (the registry checks the names)

@@ -67,7 +67,8 @@ def test_face_targets_are_the_keypoints_mediapipe_reports_for_that_face_used_lik
     box = reported["boxes"][:1]
     teacher = Teacher(reg, logits, weight=1.0)
     b_pad, kp_pad, vis_pad = det._pad([box / 128], [torch.zeros(1, 6, 2)], [torch.zeros(1, 6, dtype=torch.bool)])
-    kp, weights = det._taught_face_keypoints(teacher, b_pad, kp_pad, vis_pad, size)
+    detections = det._teacher_detections(teacher, size)
+    kp, weights = det._taught_face_keypoints(teacher, b_pad, kp_pad, vis_pad, *detections)
     # with the reported box as the face, the taught keypoints are the ones the post-processor reports
     assert torch.allclose(kp[0, 0] * 128, reported["keypoints"][0], atol=1e-3), (kp[0, 0] * 128, reported)
     assert torch.equal(weights, torch.ones(1, 1, 6))
@@ -87,6 +88,65 @@ def test_face_targets_are_the_keypoints_mediapipe_reports_for_that_face_used_lik
     labelled = det.compute_loss(reg, logits, _targets(True), size)["loss_kpt"]
     assert torch.equal(labelled, det.compute_loss(reg, logits, _targets(True), size, teacher=Teacher(moved, logits))
                        ["loss_kpt"])
+
+
+def _loss_matches(det, reg, logits, targets, teacher):
+    """The matches the detector hands its loss (-1 negative, -2 ignored, >= 0 positive)."""
+    seen = {}
+    hook = det.loss.register_forward_pre_hook(lambda module, args: seen.update(matches=args[2]))
+    try:
+        out = det.compute_loss(reg, logits, targets, (128, 128), teacher=teacher)
+    finally:
+        hook.remove()
+    return seen["matches"][0], out
+
+
+def test_ignore_score_keeps_faces_the_labels_miss_out_of_the_negatives():
+    """The demo face left unlabelled (only a box elsewhere is labelled): with ignore_score the anchors MediaPipe
+    scores >= 0.5 on that face become ignored (-2), never hard negatives; everything else is unchanged."""
+    det, reg, logits, reported = _demo_face()
+    other = {"boxes": np.array([[2.0, 2.0, 20.0, 20.0]], np.float32), "labels": np.zeros(1, np.int64)}
+    plain, _ = _loss_matches(det, reg, logits, [other], Teacher(reg, logits))
+    kept, _ = _loss_matches(det, reg, logits, [other], Teacher(reg, logits, ignore_score=0.5))
+    _, _, score = det.decode(reg, logits)
+    fired = score[0] >= 0.5
+    assert int(fired.sum()) >= 3 and bool((plain[fired] == -1).all())
+    assert bool((kept[fired] == -2).all())
+    assert torch.equal(kept[~fired], plain[~fired])
+    # the cls loss drops: the face's anchors were the hardest negatives
+    with_face = float(det.compute_loss(reg, logits, [other], (128, 128), teacher=Teacher(reg, logits))["loss_cls"])
+    without = float(det.compute_loss(reg, logits, [other], (128, 128),
+                                     teacher=Teacher(reg, logits, ignore_score=0.5))["loss_cls"])
+    assert without < with_face
+
+
+def test_score_distillation_is_a_kl_on_non_positive_anchors_only():
+    det, reg, logits, reported = _demo_face()
+    face = {"boxes": reported["boxes"][:1].numpy(), "labels": np.zeros(1, np.int64)}
+    matches, same = _loss_matches(det, reg, logits, [face], Teacher(reg, logits, score_weight=1.0))
+    assert abs(float(same["loss_score"])) < 1e-6  # the student is the teacher: KL 0
+    assert float(same["loss"]) == float(same["loss_cls"] + same["loss_box"] + same["loss_kpt"] + same["loss_score"])
+    assert "loss_score" not in det.compute_loss(reg, logits, [face], (128, 128), teacher=Teacher(reg, logits))
+    positive = matches >= 0
+    assert int(positive.sum()) > 0
+    # a teacher that differs only on the positives: nothing to learn (the labels decide there)
+    on_pos = logits.clone()
+    on_pos[0, positive] += 5.0
+    assert abs(float(det.compute_loss(reg, logits, [face], (128, 128),
+                                      teacher=Teacher(reg, on_pos, score_weight=1.0))["loss_score"])) < 1e-6
+    # a teacher more sure of a background anchor: KL > 0, scaled by the weight, pulls the student's logit up
+    j = int((~positive & (matches == -1)).nonzero()[0, 0])
+    up = logits.clone()
+    up[0, j] += 4.0
+    student = logits.detach().clone().requires_grad_(True)
+    one = det.compute_loss(reg, student, [face], (128, 128), teacher=Teacher(reg, up, score_weight=1.0))["loss_score"]
+    one.backward()
+    p, q = torch.sigmoid(logits[0, j, 0]), torch.sigmoid(up[0, j, 0])
+    kl = q * torch.log(q / p) + (1 - q) * torch.log((1 - q) / (1 - p))
+    assert np.isclose(float(one), float(kl) / int(positive.sum()), rtol=1e-4)
+    assert float(student.grad[0, j, 0]) < 0 and int((student.grad != 0).sum()) == 1
+    three = det.compute_loss(reg, logits, [face], (128, 128), teacher=Teacher(reg, up, score_weight=3.0))
+    assert np.isclose(float(three["loss_score"]), 3 * float(one), rtol=1e-5)
 
 
 def _raw_keypoint_drift(model, teacher, images) -> float:

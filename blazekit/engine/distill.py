@@ -22,10 +22,12 @@ class KeypointTeacher:
     """Gives the detector's loss the frozen starting model's raw outputs for a batch."""
 
     def __init__(self, model: nn.Module, weight: float, targets: str = "face", min_score: float = 0.5,
-                 min_iou: float = 0.4) -> None:
+                 min_iou: float = 0.4, ignore_score: Optional[float] = None, score_weight: float = 0.0) -> None:
         self.model = model.eval().requires_grad_(False)
         self.settings = {"weight": float(weight), "targets": targets, "min_score": float(min_score),
-                         "min_iou": float(min_iou)}
+                         "min_iou": float(min_iou),
+                         "ignore_score": None if ignore_score is None else float(ignore_score),
+                         "score_weight": float(score_weight)}
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> Dict[str, Any]:
@@ -59,4 +61,10 @@ def build_teacher(model: nn.Module, spec: Any, init: Optional[str], device: torc
     source = opts["teacher"] or f"model.init {init}"
     log.info("keypoint distillation: faces without keypoint labels learn them from %s (weight %g, %s targets)",
              source, float(opts["weight"]), opts["targets"])
-    return KeypointTeacher(teacher.to(device), opts["weight"], opts["targets"], opts["min_score"], opts["min_iou"])
+    if opts["ignore_score"] is not None:
+        log.info("teacher ignore: anchors the teacher scores >= %g are never negatives", float(opts["ignore_score"]))
+    if opts["score_weight"]:
+        log.info("score distillation: anchors that are not positives learn the teacher's scores (weight %g)",
+                 float(opts["score_weight"]))
+    return KeypointTeacher(teacher.to(device), opts["weight"], opts["targets"], opts["min_score"], opts["min_iou"],
+                           opts["ignore_score"], opts["score_weight"])

@@ -161,10 +161,10 @@ def build_train_model(cfg: Mapping[str, Any], tcfg: Mapping[str, Any], device: t
     frozen_norms = frozen_norm_modules(model)
     if tcfg["norm_eval"]:
         frozen_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    elif init and _has_folded_bn(model):
+    elif init and _has_folded_bn(model) and not tcfg["calibrate_bn"]:
         log.warning("model.init %s has BatchNorm layers with folded statistics (running mean 0, var 1, as converted "
                     "MediaPipe weights): training them in train mode re-normalises every pretrained feature and "
-                    "wrecks the model. Set train.norm_eval: true to fine-tune it.", init)
+                    "wrecks the model. Set train.norm_eval: true (or train.calibrate_bn: 8) to fine-tune it.", init)
     return model.to(device).train(), report, frozen_norms
 
 

@@ -99,6 +99,8 @@ class Trainer:
         self.iters_per_epoch = len(self.train_loader)
         if self.iters_per_epoch == 0:
             raise TrainingError("the training set yields no batch; lower data.train.batch_size")
+        if self.tcfg["calibrate_bn"]:  # before the EMA copies the model; a resumed run then loads its own state
+            self._calibrate_bn(int(self.tcfg["calibrate_bn"]))
         self.epochs = int(self.tcfg["epochs"])
         self.total_iters = self.epochs * self.iters_per_epoch
 
@@ -154,6 +156,23 @@ class Trainer:
         if summary is not None:
             self.logger.info("train set %s", summary)
         return loader
+
+    def _calibrate_bn(self, num_batches: int) -> None:
+        """``train.calibrate_bn``: BatchNorm statistics from the first training batches, measured before any step
+        (the sampler then restarts epoch 0); a resumed run replaces them with its checkpoint's."""
+        from ..models.batchnorm import calibrate_batchnorm
+
+        def batches():
+            for i, (images, _) in enumerate(self.train_loader):
+                if i == num_batches:
+                    return
+                yield images.to(self.device)
+
+        n = calibrate_batchnorm(unwrap(self.model), batches())
+        self.sampler.set_epoch(0)
+        used = min(num_batches, self.iters_per_epoch)
+        self.logger.info("train.calibrate_bn: %d BatchNorm layers calibrated on %d training batch%s", n, used,
+                         "" if used == 1 else "es")
 
     # ------------------------------------------------------------------ checkpoints
     def checkpointables(self) -> Dict[str, Any]:

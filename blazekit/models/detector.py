@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tup
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..boxes import box_iou
@@ -32,6 +33,12 @@ class Teacher(NamedTuple):
     face like real labels, so all of a face's anchors agree; faces the teacher does not find get no keypoint term.
     ``targets="anchor"``: each matched anchor copies the teacher's raw keypoint outputs at that anchor, also where
     the teacher's anchor does not see the face (kept for comparison; see RESULTS.md).
+
+    ``ignore_score``: anchors the teacher scores at least this high are ignored instead of being negatives. Box
+    sets leave faces unlabelled (FDDB skips most small background faces); hard negative mining would otherwise
+    teach the model to miss exactly the faces the starting model finds. ``score_weight``: every anchor that is
+    not a positive also learns the teacher's face probability (``loss_score``, a KL term; learning without
+    forgetting), so what the labels do not cover stays as the starting model had it.
     """
 
     regressors: Tensor                  # [B, A, 4+2K]
@@ -40,6 +47,8 @@ class Teacher(NamedTuple):
     targets: str = "face"
     min_score: float = 0.5
     min_iou: float = 0.4
+    ignore_score: Optional[float] = None
+    score_weight: float = 0.0           # > 0: non-positive anchors learn the teacher's scores (LwF)
 Detections = Dict[str, np.ndarray]
 
 DEFAULT_PREPROCESS = {"resize": "letterbox", "normalize": "minus_one_one", "pad_value": 0}
@@ -212,8 +221,14 @@ class BlazeFace(nn.Module):
         b_pad, kp_pad, vis_pad = self._pad(boxes, kpts, vis)
         vis_w = vis_pad.to(dt)  # per-keypoint loss weights: 1 labelled, 0 none, teacher.weight taught
         face_mode = teacher is not None and k > 0 and teacher.targets == "face"
-        if face_mode:
-            kp_pad, vis_w = self._taught_face_keypoints(teacher, b_pad, kp_pad, vis_pad, size)
+        if teacher is not None and (face_mode or teacher.ignore_score is not None):
+            t_boxes, t_kpts, t_score = self._teacher_detections(teacher, size)
+            if face_mode:
+                kp_pad, vis_w = self._taught_face_keypoints(teacher, b_pad, kp_pad, vis_pad, t_boxes, t_kpts,
+                                                            t_score)
+            if teacher.ignore_score is not None:
+                matches = torch.where((matches == -1) & (t_score >= teacher.ignore_score),
+                                      torch.full_like(matches, -2), matches)
         idx = matches.clamp_min(0)
         gt_boxes = torch.gather(b_pad, 1, idx[..., None].expand(-1, -1, 4))
         gt_kpts = torch.gather(kp_pad, 1, idx[..., None, None].expand(-1, -1, k, 2))
@@ -226,18 +241,40 @@ class BlazeFace(nn.Module):
             encoded = torch.cat([encoded[..., :4], kp.flatten(-2)], dim=-1)
             gt_vis = torch.where(learn, gt_vis.new_tensor(float(teacher.weight)), gt_vis)
         scale = self.coder.loss_scale(anchors, priors, input_size=size)
-        return self.loss(logits, regressors, matches, encoded, gt_vis, scale)
+        out = self.loss(logits, regressors, matches, encoded, gt_vis, scale)
+        if teacher is not None and teacher.score_weight > 0:
+            out["loss_score"] = teacher.score_weight * self._score_distillation(logits, teacher.logits, matches)
+            out["loss"] = out["loss"] + out["loss_score"]
+        return out
 
-    def _taught_face_keypoints(self, teacher: Teacher, b_pad: Tensor, kp_pad: Tensor, vis_pad: Tensor,
-                               size: Size) -> Tuple[Tensor, Tensor]:
-        """Fill the unlabelled keypoints of faces the teacher finds with its blended keypoints (normalised), and
-        give them the weight ``teacher.weight``; returns (keypoints [B, N, K, 2], weights [B, N, K])."""
-        dt = b_pad.dtype
+    @staticmethod
+    def _score_distillation(logits: Tensor, teacher_logits: Tensor, matches: Tensor) -> Tensor:
+        """Binary KL divergence from the teacher's face probability to the model's on every anchor that is not a
+        positive, summed and divided by the positives like the other terms. Where the labels say nothing for
+        sure (background, and faces a box set leaves unlabelled) the model keeps the starting model's scores."""
+        s = logits.reshape(matches.shape)
+        t = teacher_logits.detach().reshape(matches.shape).to(s.dtype).sigmoid()
+        entropy = F.binary_cross_entropy(t, t, reduction="none")  # the BCE's minimum: KL = BCE - entropy >= 0
+        kl = F.binary_cross_entropy_with_logits(s, t, reduction="none") - entropy
+        keep = matches < 0
+        return torch.where(keep, kl, torch.zeros_like(kl)).sum() / (matches >= 0).sum().clamp_min(1).to(s.dtype)
+
+    def _teacher_detections(self, teacher: Teacher, size: Size) -> Tuple[Tensor, Tensor, Tensor]:
+        """The teacher's boxes [B, A, 4] and keypoints [B, A, K, 2], normalised like the targets, and scores
+        [B, A] as this detector's post-processor reports them (one scoring path for training and inference)."""
         h, w = size
-        # scores as the detector reports them (its post-processor's clipping), boxes/keypoints normalised like b_pad
-        boxes, kpts, score = self.decode(teacher.regressors.detach().to(dt), teacher.logits.detach().to(dt), size)
-        scale = boxes.new_tensor([w, h])
-        t_boxes, t_kpts = boxes / scale.repeat(2), kpts / scale  # [B, A, 4], [B, A, K, 2]
+        dt = teacher.regressors.dtype
+        boxes, kpts, score = self.decode(teacher.regressors.detach(), teacher.logits.detach().to(dt), size)
+        norm = boxes.new_tensor([w, h])
+        return boxes / norm.repeat(2), kpts / norm, score
+
+    @staticmethod
+    def _taught_face_keypoints(teacher: Teacher, b_pad: Tensor, kp_pad: Tensor, vis_pad: Tensor, t_boxes: Tensor,
+                               t_kpts: Tensor, score: Tensor) -> Tuple[Tensor, Tensor]:
+        """Fill the unlabelled keypoints of faces the teacher finds with its blended keypoints (normalised), and
+        give them the weight ``teacher.weight``; returns (keypoints [B, N, K, 2], weights [B, N, K]).
+        ``t_boxes`` [B, A, 4], ``t_kpts`` [B, A, K, 2] and ``score`` [B, A] are the teacher's decoded outputs."""
+        dt = b_pad.dtype
         iou = box_iou(b_pad, t_boxes)  # [B, N, A]
         blend = torch.where((iou >= teacher.min_iou) & (score[:, None, :] >= teacher.min_score), score[:, None, :],
                             torch.zeros_like(iou))
