@@ -113,6 +113,12 @@ def test_ignore_score_keeps_faces_the_labels_miss_out_of_the_negatives():
     assert int(fired.sum()) >= 3 and bool((plain[fired] == -1).all())
     assert bool((kept[fired] == -2).all())
     assert torch.equal(kept[~fired], plain[~fired])
+    # those anchors still learn the teacher's score (they are background to the labels, a face to the teacher)
+    low = logits.clone()
+    low[0, fired] -= 3.0
+    both = det.compute_loss(reg, low, [other], (128, 128), teacher=Teacher(reg, logits, ignore_score=0.5,
+                                                                             score_weight=1.0))
+    assert float(both["loss_score"]) > 0.1
     # the cls loss drops: the face's anchors were the hardest negatives
     with_face = float(det.compute_loss(reg, logits, [other], (128, 128), teacher=Teacher(reg, logits))["loss_cls"])
     without = float(det.compute_loss(reg, logits, [other], (128, 128),
@@ -120,8 +126,11 @@ def test_ignore_score_keeps_faces_the_labels_miss_out_of_the_negatives():
     assert without < with_face
 
 
-def test_score_distillation_is_a_kl_on_non_positive_anchors_only():
+def test_score_distillation_is_a_kl_on_the_anchors_the_labels_call_background():
+    from blazekit.matcher import ATSSMatcher
+
     det, reg, logits, reported = _demo_face()
+    det.matcher = ATSSMatcher(topk=9, force_best=True, ignore_iou=0.35)  # the recipes' matcher: it has an ignore band
     face = {"boxes": reported["boxes"][:1].numpy(), "labels": np.zeros(1, np.int64)}
     matches, same = _loss_matches(det, reg, logits, [face], Teacher(reg, logits, score_weight=1.0))
     assert abs(float(same["loss_score"])) < 1e-6  # the student is the teacher: KL 0
@@ -129,11 +138,13 @@ def test_score_distillation_is_a_kl_on_non_positive_anchors_only():
     assert "loss_score" not in det.compute_loss(reg, logits, [face], (128, 128), teacher=Teacher(reg, logits))
     positive = matches >= 0
     assert int(positive.sum()) > 0
-    # a teacher that differs only on the positives: nothing to learn (the labels decide there)
-    on_pos = logits.clone()
-    on_pos[0, positive] += 5.0
+    # a teacher that differs only near the labelled face (positives and the matcher's ignore band): nothing to
+    # learn, the labels decide there
+    near = matches != -1
+    on_face = logits.clone()
+    on_face[0, near] += 5.0
     assert abs(float(det.compute_loss(reg, logits, [face], (128, 128),
-                                      teacher=Teacher(reg, on_pos, score_weight=1.0))["loss_score"])) < 1e-6
+                                      teacher=Teacher(reg, on_face, score_weight=1.0))["loss_score"])) < 1e-6
     # a teacher more sure of a background anchor: KL > 0, scaled by the weight, pulls the student's logit up
     j = int((~positive & (matches == -1)).nonzero()[0, 0])
     up = logits.clone()

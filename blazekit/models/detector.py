@@ -36,9 +36,9 @@ class Teacher(NamedTuple):
 
     ``ignore_score``: anchors the teacher scores at least this high are ignored instead of being negatives. Box
     sets leave faces unlabelled (FDDB skips most small background faces); hard negative mining would otherwise
-    teach the model to miss exactly the faces the starting model finds. ``score_weight``: every anchor that is
-    not a positive also learns the teacher's face probability (``loss_score``, a KL term; learning without
-    forgetting), so what the labels do not cover stays as the starting model had it.
+    teach the model to miss exactly the faces the starting model finds. ``score_weight``: every anchor the
+    matcher calls background also learns the teacher's face probability (``loss_score``, a KL term; learning
+    without forgetting), so what the labels do not cover stays as the starting model had it.
     """
 
     regressors: Tensor                  # [B, A, 4+2K]
@@ -48,7 +48,7 @@ class Teacher(NamedTuple):
     min_score: float = 0.5
     min_iou: float = 0.4
     ignore_score: Optional[float] = None
-    score_weight: float = 0.0           # > 0: non-positive anchors learn the teacher's scores (LwF)
+    score_weight: float = 0.0           # > 0: anchors the labels call background learn the teacher's scores (LwF)
 Detections = Dict[str, np.ndarray]
 
 DEFAULT_PREPROCESS = {"resize": "letterbox", "normalize": "minus_one_one", "pad_value": 0}
@@ -221,14 +221,16 @@ class BlazeFace(nn.Module):
         b_pad, kp_pad, vis_pad = self._pad(boxes, kpts, vis)
         vis_w = vis_pad.to(dt)  # per-keypoint loss weights: 1 labelled, 0 none, teacher.weight taught
         face_mode = teacher is not None and k > 0 and teacher.targets == "face"
+        background: Optional[Tensor] = None
         if teacher is not None and (face_mode or teacher.ignore_score is not None):
             t_boxes, t_kpts, t_score = self._teacher_detections(teacher, size)
             if face_mode:
                 kp_pad, vis_w = self._taught_face_keypoints(teacher, b_pad, kp_pad, vis_pad, t_boxes, t_kpts,
                                                             t_score)
+            background = matches == -1  # what the labels call background, before the teacher's ignores
             if teacher.ignore_score is not None:
-                matches = torch.where((matches == -1) & (t_score >= teacher.ignore_score),
-                                      torch.full_like(matches, -2), matches)
+                matches = torch.where(background & (t_score >= teacher.ignore_score), torch.full_like(matches, -2),
+                                      matches)
         idx = matches.clamp_min(0)
         gt_boxes = torch.gather(b_pad, 1, idx[..., None].expand(-1, -1, 4))
         gt_kpts = torch.gather(kp_pad, 1, idx[..., None, None].expand(-1, -1, k, 2))
@@ -243,21 +245,25 @@ class BlazeFace(nn.Module):
         scale = self.coder.loss_scale(anchors, priors, input_size=size)
         out = self.loss(logits, regressors, matches, encoded, gt_vis, scale)
         if teacher is not None and teacher.score_weight > 0:
-            out["loss_score"] = teacher.score_weight * self._score_distillation(logits, teacher.logits, matches)
+            background = matches == -1 if background is None else background
+            out["loss_score"] = teacher.score_weight * self._score_distillation(logits, teacher.logits, matches,
+                                                                                background)
             out["loss"] = out["loss"] + out["loss_score"]
         return out
 
     @staticmethod
-    def _score_distillation(logits: Tensor, teacher_logits: Tensor, matches: Tensor) -> Tensor:
-        """Binary KL divergence from the teacher's face probability to the model's on every anchor that is not a
-        positive, summed and divided by the positives like the other terms. Where the labels say nothing for
-        sure (background, and faces a box set leaves unlabelled) the model keeps the starting model's scores."""
+    def _score_distillation(logits: Tensor, teacher_logits: Tensor, matches: Tensor, background: Tensor) -> Tensor:
+        """Binary KL divergence from the teacher's face probability to the model's on the anchors the labels call
+        background (``background``, the matcher's negatives, also those then ignored for the teacher), summed
+        and divided by the positives like the other terms: away from labelled faces (background, and faces a
+        box set leaves unlabelled) the model keeps the starting model's scores. Near a labelled face (positives
+        and the matcher's ignore band) the labels decide: teacher scores there would keep the teacher's own
+        peaks, whose boxes then blend into the face's box."""
         s = logits.reshape(matches.shape)
         t = teacher_logits.detach().reshape(matches.shape).to(s.dtype).sigmoid()
         entropy = F.binary_cross_entropy(t, t, reduction="none")  # the BCE's minimum: KL = BCE - entropy >= 0
         kl = F.binary_cross_entropy_with_logits(s, t, reduction="none") - entropy
-        keep = matches < 0
-        return torch.where(keep, kl, torch.zeros_like(kl)).sum() / (matches >= 0).sum().clamp_min(1).to(s.dtype)
+        return torch.where(background, kl, torch.zeros_like(kl)).sum() / (matches >= 0).sum().clamp_min(1).to(s.dtype)
 
     def _teacher_detections(self, teacher: Teacher, size: Size) -> Tuple[Tensor, Tensor, Tensor]:
         """The teacher's boxes [B, A, 4] and keypoints [B, A, K, 2], normalised like the targets, and scores
