@@ -181,7 +181,7 @@ DISTILL: Dict[str, Opt] = {
     "min_iou": Opt(number(ge=0, le=1), 0.4, "face targets: teacher boxes overlapping the face less are not used"),
     "ignore_score": Opt(optional(number(ge=0, le=1)), None,
                         "anchors the teacher scores >= this are never negatives (faces the labels miss); null: off"),
-    "score_weight": Opt(number(ge=0), 0.0, "> 0: anchors that are not positives learn the teacher's scores "
+    "score_weight": Opt(number(ge=0), 0.0, "> 0: anchors the matcher calls background learn the teacher's scores "
                         "(KL term loss_score); 0: off"),
 }
 

@@ -52,11 +52,22 @@ def test_trainer_calibrates_before_training(tmp_path):
     from blazekit.engine.trainer import Trainer
 
     tr = Trainer(str(REPO / "configs/quickstart.yml"), work_dir=tmp_path / "run", overrides=[
-        "train.norm_eval=false", "train.calibrate_bn=2", "train.epochs=1", "train.val_before_train=false",
-        "train.val_interval=0", "train.progress_bar=false", "train.val_vis=0"])
+        "train.norm_eval=false", "train.calibrate_bn=2", "train.epochs=1", "train.freeze=[]",
+        "train.val_before_train=false", "train.val_interval=0", "train.progress_bar=false", "train.val_vis=0"])
     bns = [m for m in tr.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(float(m.running_var.sub(1).abs().max()) > 1e-3 for m in bns[:5])  # no longer identity statistics
     assert tr.ema is not None and torch.equal(bns[0].running_mean, [m for m in tr.ema.module.modules()
                                                                     if isinstance(m, torch.nn.BatchNorm2d)][0]
                                               .running_mean)
     assert "calibrated on 1 training batch\n" in (tmp_path / "run" / "train.log").read_text()
+    # train-mode BN moves the statistics on; a resumed run takes them from its checkpoint, not measuring again
+    calibrated = bns[0].running_mean.clone()
+    tr.fit()
+    trained = bns[0].running_mean.clone()
+    assert not torch.equal(trained, calibrated)
+    again = Trainer(str(REPO / "configs/quickstart.yml"), work_dir=tmp_path / "run", resume="auto", overrides=[
+        "train.norm_eval=false", "train.calibrate_bn=2", "train.epochs=2", "train.freeze=[]",
+        "train.val_before_train=false", "train.val_interval=0", "train.progress_bar=false", "train.val_vis=0"])
+    assert (tmp_path / "run" / "train.log").read_text().count("calibrated on") == 1
+    assert torch.equal(next(m for m in again.model.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_mean,
+                       trained)

@@ -67,7 +67,7 @@ def test_face_targets_are_the_keypoints_mediapipe_reports_for_that_face_used_lik
     box = reported["boxes"][:1]
     teacher = Teacher(reg, logits, weight=1.0)
     b_pad, kp_pad, vis_pad = det._pad([box / 128], [torch.zeros(1, 6, 2)], [torch.zeros(1, 6, dtype=torch.bool)])
-    detections = det._teacher_detections(teacher, size)
+    detections = det._teacher_detections(teacher, size, torch.float32)
     kp, weights = det._taught_face_keypoints(teacher, b_pad, kp_pad, vis_pad, *detections)
     # with the reported box as the face, the taught keypoints are the ones the post-processor reports
     assert torch.allclose(kp[0, 0] * 128, reported["keypoints"][0], atol=1e-3), (kp[0, 0] * 128, reported)
@@ -127,13 +127,13 @@ def test_ignore_score_keeps_faces_the_labels_miss_out_of_the_negatives():
 
 
 def test_score_distillation_is_a_kl_on_the_anchors_the_labels_call_background():
-    from blazekit.matcher import ATSSMatcher
+    from blazekit.matcher import IoUMatcher
 
     det, reg, logits, reported = _demo_face()
-    det.matcher = ATSSMatcher(topk=9, force_best=True, ignore_iou=0.35)  # the recipes' matcher: it has an ignore band
+    det.matcher = IoUMatcher(pos_iou=0.5, neg_iou=0.3)  # anchors of IoU 0.3-0.5 with the face: the ignore band
     face = {"boxes": reported["boxes"][:1].numpy(), "labels": np.zeros(1, np.int64)}
     matches, same = _loss_matches(det, reg, logits, [face], Teacher(reg, logits, score_weight=1.0))
-    assert abs(float(same["loss_score"])) < 1e-6  # the student is the teacher: KL 0
+    assert abs(float(same["loss_score"])) < 1e-5  # the student is the teacher: KL 0 (float rounding only)
     assert float(same["loss"]) == float(same["loss_cls"] + same["loss_box"] + same["loss_kpt"] + same["loss_score"])
     assert "loss_score" not in det.compute_loss(reg, logits, [face], (128, 128), teacher=Teacher(reg, logits))
     positive = matches >= 0
@@ -141,10 +141,11 @@ def test_score_distillation_is_a_kl_on_the_anchors_the_labels_call_background():
     # a teacher that differs only near the labelled face (positives and the matcher's ignore band): nothing to
     # learn, the labels decide there
     near = matches != -1
+    assert int((matches == -2).sum()) > 0  # the band exists: KL there would keep the teacher's own peaks
     on_face = logits.clone()
     on_face[0, near] += 5.0
     assert abs(float(det.compute_loss(reg, logits, [face], (128, 128),
-                                      teacher=Teacher(reg, on_face, score_weight=1.0))["loss_score"])) < 1e-6
+                                      teacher=Teacher(reg, on_face, score_weight=1.0))["loss_score"])) < 1e-5
     # a teacher more sure of a background anchor: KL > 0, scaled by the weight, pulls the student's logit up
     j = int((~positive & (matches == -1)).nonzero()[0, 0])
     up = logits.clone()

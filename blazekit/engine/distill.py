@@ -64,7 +64,7 @@ def build_teacher(model: nn.Module, spec: Any, init: Optional[str], device: torc
     if opts["ignore_score"] is not None:
         log.info("teacher ignore: anchors the teacher scores >= %g are never negatives", float(opts["ignore_score"]))
     if opts["score_weight"]:
-        log.info("score distillation: anchors that are not positives learn the teacher's scores (weight %g)",
+        log.info("score distillation: anchors the matcher calls background learn the teacher's scores (weight %g)",
                  float(opts["score_weight"]))
     return KeypointTeacher(teacher.to(device), opts["weight"], opts["targets"], opts["min_score"], opts["min_iou"],
                            opts["ignore_score"], opts["score_weight"])

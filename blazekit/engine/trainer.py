@@ -99,7 +99,7 @@ class Trainer:
         self.iters_per_epoch = len(self.train_loader)
         if self.iters_per_epoch == 0:
             raise TrainingError("the training set yields no batch; lower data.train.batch_size")
-        if self.tcfg["calibrate_bn"]:  # before the EMA copies the model; a resumed run then loads its own state
+        if self.tcfg["calibrate_bn"] and self._resume_path(resume) is None:  # before the EMA copies the model
             self._calibrate_bn(int(self.tcfg["calibrate_bn"]))
         self.epochs = int(self.tcfg["epochs"])
         self.total_iters = self.epochs * self.iters_per_epoch
@@ -159,7 +159,7 @@ class Trainer:
 
     def _calibrate_bn(self, num_batches: int) -> None:
         """``train.calibrate_bn``: BatchNorm statistics from the first training batches, measured before any step
-        (the sampler then restarts epoch 0); a resumed run replaces them with its checkpoint's."""
+        of a new run (a resumed one has them in its checkpoint)."""
         from ..models.batchnorm import calibrate_batchnorm
 
         def batches():
@@ -169,7 +169,6 @@ class Trainer:
                 yield images.to(self.device)
 
         n = calibrate_batchnorm(unwrap(self.model), batches())
-        self.sampler.set_epoch(0)
         used = min(num_batches, self.iters_per_epoch)
         self.logger.info("train.calibrate_bn: %d BatchNorm layers calibrated on %d training batch%s", n, used,
                          "" if used == 1 else "es")
@@ -180,13 +179,23 @@ class Trainer:
         return {"model": unwrap(self.model), "optimizer": self.optimizer, "scheduler": self.scheduler,
                 "scaler": self.scaler, "ema": self.ema}
 
-    def _resume(self, resume: str) -> None:
+    def _resume_path(self, resume: Optional[str]) -> Optional[Path]:
+        """The checkpoint ``--resume`` continues from; None for a new run (no --resume, or ``auto`` without
+        ``last.pt``). A named file that does not exist is an error."""
+        if not resume:
+            return None
         path = self.work_dir / "last.pt" if resume == "auto" else Path(resume)
-        if not path.is_file():
-            if resume == "auto":
-                self.logger.info("--resume auto: no %s yet, starting a new run", path)
-                return
-            raise TrainingError(f"--resume {resume}: no such checkpoint file")
+        if path.is_file():
+            return path
+        if resume == "auto":
+            return None
+        raise TrainingError(f"--resume {resume}: no such checkpoint file")
+
+    def _resume(self, resume: str) -> None:
+        path = self._resume_path(resume)
+        if path is None:
+            self.logger.info("--resume auto: no %s yet, starting a new run", self.work_dir / "last.pt")
+            return
         ckpt = load_checkpoint(path)
         check_resumable(ckpt, path, unwrap(self.model).cfg, self.cfg)
         st = ckpt["train_state"]

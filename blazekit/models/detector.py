@@ -221,13 +221,12 @@ class BlazeFace(nn.Module):
         b_pad, kp_pad, vis_pad = self._pad(boxes, kpts, vis)
         vis_w = vis_pad.to(dt)  # per-keypoint loss weights: 1 labelled, 0 none, teacher.weight taught
         face_mode = teacher is not None and k > 0 and teacher.targets == "face"
-        background: Optional[Tensor] = None
+        background = matches == -1  # what the labels call background, before the teacher's ignores
         if teacher is not None and (face_mode or teacher.ignore_score is not None):
-            t_boxes, t_kpts, t_score = self._teacher_detections(teacher, size)
+            t_boxes, t_kpts, t_score = self._teacher_detections(teacher, size, dt)
             if face_mode:
                 kp_pad, vis_w = self._taught_face_keypoints(teacher, b_pad, kp_pad, vis_pad, t_boxes, t_kpts,
                                                             t_score)
-            background = matches == -1  # what the labels call background, before the teacher's ignores
             if teacher.ignore_score is not None:
                 matches = torch.where(background & (t_score >= teacher.ignore_score), torch.full_like(matches, -2),
                                       matches)
@@ -245,7 +244,6 @@ class BlazeFace(nn.Module):
         scale = self.coder.loss_scale(anchors, priors, input_size=size)
         out = self.loss(logits, regressors, matches, encoded, gt_vis, scale)
         if teacher is not None and teacher.score_weight > 0:
-            background = matches == -1 if background is None else background
             out["loss_score"] = teacher.score_weight * self._score_distillation(logits, teacher.logits, matches,
                                                                                 background)
             out["loss"] = out["loss"] + out["loss_score"]
@@ -265,12 +263,13 @@ class BlazeFace(nn.Module):
         kl = F.binary_cross_entropy_with_logits(s, t, reduction="none") - entropy
         return torch.where(background, kl, torch.zeros_like(kl)).sum() / (matches >= 0).sum().clamp_min(1).to(s.dtype)
 
-    def _teacher_detections(self, teacher: Teacher, size: Size) -> Tuple[Tensor, Tensor, Tensor]:
+    def _teacher_detections(self, teacher: Teacher, size: Size, dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
         """The teacher's boxes [B, A, 4] and keypoints [B, A, K, 2], normalised like the targets, and scores
-        [B, A] as this detector's post-processor reports them (one scoring path for training and inference)."""
+        [B, A] as this detector's post-processor reports them (one scoring path for training and inference), in
+        the targets' ``dtype`` (under autocast the teacher's outputs may be half precision)."""
         h, w = size
-        dt = teacher.regressors.dtype
-        boxes, kpts, score = self.decode(teacher.regressors.detach(), teacher.logits.detach().to(dt), size)
+        boxes, kpts, score = self.decode(teacher.regressors.detach().to(dtype), teacher.logits.detach().to(dtype),
+                                         size)
         norm = boxes.new_tensor([w, h])
         return boxes / norm.repeat(2), kpts / norm, score
 
