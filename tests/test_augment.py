@@ -182,6 +182,15 @@ def test_data_anchor_sampling_enlarges_by_at_most_one_anchor_step():
         check_faces(out)
 
 
+def test_data_anchor_sampling_window_for_a_face_on_the_image_edge():
+    """float32 face edges a hair past the float64 image edge (facemask image 5 in training): numpy compares a
+    float32 scalar with a Python float at float32 precision, which once gave ``uniform`` an empty range."""
+    t = seeded(DataAnchorSampling(p=1.0), 0).transforms[0]
+    for f1, f2, extent in [(308.93134, 339.485, 339.48498453204195), (721.62476, 738.23505, 738.2350372915777)]:
+        x0 = t._window_start(np.float32(f1), np.float32(f2), extent, 128)
+        assert x0 <= f1 and x0 + 128 >= float(np.float32(f2)) - 1  # the window holds the face
+
+
 def test_data_anchor_sampling_without_faces_is_a_no_op():
     s = make_sample(0)
     s["ignore"] = np.array([True, True])

@@ -269,7 +269,11 @@ class DataAnchorSampling(Transform):
         return place_sample(sample, scale, -x0, -y0, ow, oh, fill_colour(sample["image"], self.fill, self.pad_value))
 
     def _window_start(self, f1: float, f2: float, extent: float, out: int) -> int:
-        """Left (top) edge of an ``out``-wide window holding [f1, f2], inside [0, extent] where possible."""
+        """Left (top) edge of an ``out``-wide window holding [f1, f2], inside [0, extent] where possible.
+
+        In Python floats: numpy float32 scalars compare with Python floats at float32 precision (NEP 50), so a
+        face touching the image edge could pass the overlap test below and then give ``uniform`` an empty range."""
+        f1, f2, extent = float(f1), float(f2), float(extent)
         lo, hi = f2 - out, f1  # the face fits
         if lo > hi:  # face bigger than the window: centre it
             return int(np.floor((f1 + f2 - out) / 2))
