@@ -183,6 +183,12 @@ DISTILL: Dict[str, Opt] = {
                         "anchors the teacher scores >= this are never negatives (faces the labels miss); null: off"),
     "score_weight": Opt(number(ge=0), 0.0, "> 0: anchors the matcher calls background learn the teacher's scores "
                         "(KL term loss_score); 0: off"),
+    "positive_iou": Opt(optional(number(gt=0, le=1)), None,
+                        "anchors the teacher scores >= min_score whose box has IoU >= this with a labelled face "
+                        "become its positives; null: off"),
+    "positive_mode": Opt(one_of("add", "replace"), "add",
+                         "add: teacher positives join the matcher's | replace: for faces the teacher finds, the "
+                         "matcher's other positives are ignored"),
 }
 
 #: arguments of registry-built ``train`` parts whose range is known (the registry checks the names)

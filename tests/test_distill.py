@@ -161,6 +161,36 @@ def test_score_distillation_is_a_kl_on_the_anchors_the_labels_call_background():
     assert np.isclose(float(three["loss_score"]), 3 * float(one), rtol=1e-5)
 
 
+def test_teacher_positives_make_the_anchors_the_teacher_fires_on_positives():
+    """positive_iou: anchors MediaPipe scores >= 0.5 whose decoded box has IoU >= 0.5 with a labelled face become
+    that face's positives; 'add' keeps the matcher's, 'replace' ignores the matcher's others for faces the teacher
+    finds; a face it misses keeps the matcher's positives, an ignored face gets none."""
+    from blazekit.boxes import box_iou
+    from blazekit.matcher import IoUMatcher
+
+    det, reg, logits, reported = _demo_face()
+    det.matcher = IoUMatcher(pos_iou=0.6, neg_iou=0.4)  # strict: the teacher fires beyond the matcher's positives
+    face = reported["boxes"][:1].numpy()
+    missed = np.array([[2.0, 100.0, 26.0, 124.0]], np.float32)  # an empty corner MediaPipe finds nothing in
+    targets = [{"boxes": np.concatenate([face, missed]), "labels": np.zeros(2, np.int64)}]
+    plain, _ = _loss_matches(det, reg, logits, targets, Teacher(reg, logits))
+    boxes, _, score = det.decode(reg, logits)
+    fired = (score[0] >= 0.5) & (box_iou(torch.as_tensor(face), boxes[0])[0] >= 0.5)
+    assert int(fired.sum()) >= 3
+    assert int((fired & (plain != 0)).sum()) > 0  # the teacher fires on anchors the matcher does not give the face
+    add, _ = _loss_matches(det, reg, logits, targets, Teacher(reg, logits, positive_iou=0.5))
+    assert bool((add[fired] == 0).all())
+    assert torch.equal(add[~fired], plain[~fired])
+    rep, _ = _loss_matches(det, reg, logits, targets, Teacher(reg, logits, positive_iou=0.5, positive_mode="replace"))
+    assert torch.equal(rep == 0, fired)
+    assert bool((rep[(plain == 0) & ~fired] == -2).all())
+    assert int((plain == 1).sum()) > 0 and torch.equal(rep == 1, plain == 1)  # the face the teacher misses
+    assert torch.equal(rep[(plain < 0) & ~fired], plain[(plain < 0) & ~fired])
+    ignored = [{**targets[0], "ignore": np.array([True, False])}]
+    none, _ = _loss_matches(det, reg, logits, ignored, Teacher(reg, logits, positive_iou=0.5))
+    assert not bool((none[fired] == 0).any())
+
+
 def _raw_keypoint_drift(model, teacher, images) -> float:
     """Mean |keypoint output - starting model's| (input px) over the anchors the starting model calls a face."""
     model.eval()

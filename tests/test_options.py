@@ -18,6 +18,8 @@ QUICKSTART = REPO / "configs" / "quickstart.yml"
     ("train.distill={min_score: 1.5}", "train.distill.min_score = 1.5: expected a number >= 0 and <= 1"),
     ("train.distill={ignore_score: -0.1}", "train.distill.ignore_score = -0.1: expected"),
     ("train.distill={score_weight: -1}", "train.distill.score_weight = -1: expected a number >= 0"),
+    ("train.distill={positive_iou: 0}", "train.distill.positive_iou = 0: expected"),
+    ("train.distill={positive_mode: all}", "train.distill.positive_mode = 'all': expected one of 'add', 'replace'"),
     ("train.epochs=1.5", "train.epochs = 1.5: expected an integer >= 1"),   # never silently cut to 1
     ("train.epochs=0", "train.epochs = 0: expected an integer >= 1"),
     ("train.optimizer.lr=fast", "train.optimizer.lr = 'fast': expected a number > 0"),

@@ -21,13 +21,11 @@ from ..models.detector import Teacher
 class KeypointTeacher:
     """Gives the detector's loss the frozen starting model's raw outputs for a batch."""
 
-    def __init__(self, model: nn.Module, weight: float, targets: str = "face", min_score: float = 0.5,
-                 min_iou: float = 0.4, ignore_score: Optional[float] = None, score_weight: float = 0.0) -> None:
+    def __init__(self, model: nn.Module, **settings: Any) -> None:
+        """``settings``: the :class:`~blazekit.models.detector.Teacher` fields after ``logits`` (``weight``,
+        ``targets``, ``min_score``, ...), as checked by ``options.DISTILL``."""
         self.model = model.eval().requires_grad_(False)
-        self.settings = {"weight": float(weight), "targets": targets, "min_score": float(min_score),
-                         "min_iou": float(min_iou),
-                         "ignore_score": None if ignore_score is None else float(ignore_score),
-                         "score_weight": float(score_weight)}
+        self.settings = {k: v for k, v in settings.items() if k in Teacher._fields}
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> Dict[str, Any]:
@@ -66,5 +64,7 @@ def build_teacher(model: nn.Module, spec: Any, init: Optional[str], device: torc
     if opts["score_weight"]:
         log.info("score distillation: anchors the matcher calls background learn the teacher's scores (weight %g)",
                  float(opts["score_weight"]))
-    return KeypointTeacher(teacher.to(device), opts["weight"], opts["targets"], opts["min_score"], opts["min_iou"],
-                           opts["ignore_score"], opts["score_weight"])
+    if opts["positive_iou"] is not None:
+        log.info("teacher positives: anchors the teacher scores >= %g with a box of IoU >= %g with a labelled face "
+                 "are its positives (%s)", float(opts["min_score"]), float(opts["positive_iou"]), opts["positive_mode"])
+    return KeypointTeacher(teacher.to(device), **opts)

@@ -39,6 +39,11 @@ class Teacher(NamedTuple):
     teach the model to miss exactly the faces the starting model finds. ``score_weight``: every anchor the
     matcher calls background also learns the teacher's face probability (``loss_score``, a KL term; learning
     without forgetting), so what the labels do not cover stays as the starting model had it.
+    ``positive_iou``: the anchors where the teacher finds a labelled face (score >= ``min_score``, decoded box IoU
+    >= ``positive_iou``) are that face's positives too (``positive_mode="add"``), or instead of the matcher's
+    (``"replace"``, the matcher's others are ignored; faces the teacher misses keep the matcher's). A peaky
+    model (MediaPipe full range fires one or two anchors per face) otherwise has to re-learn which anchors
+    answer for a face, and forgets what its data does not show.
     """
 
     regressors: Tensor                  # [B, A, 4+2K]
@@ -49,6 +54,8 @@ class Teacher(NamedTuple):
     min_iou: float = 0.4
     ignore_score: Optional[float] = None
     score_weight: float = 0.0           # > 0: anchors the labels call background learn the teacher's scores (LwF)
+    positive_iou: Optional[float] = None
+    positive_mode: str = "add"
 Detections = Dict[str, np.ndarray]
 
 DEFAULT_PREPROCESS = {"resize": "letterbox", "normalize": "minus_one_one", "pad_value": 0}
@@ -222,8 +229,11 @@ class BlazeFace(nn.Module):
         vis_w = vis_pad.to(dt)  # per-keypoint loss weights: 1 labelled, 0 none, teacher.weight taught
         face_mode = teacher is not None and k > 0 and teacher.targets == "face"
         background = matches == -1  # what the labels call background, before the teacher's ignores
-        if teacher is not None and (face_mode or teacher.ignore_score is not None):
+        if teacher is not None and (face_mode or teacher.ignore_score is not None or teacher.positive_iou is not None):
             t_boxes, t_kpts, t_score = self._teacher_detections(teacher, size, dt)
+            if teacher.positive_iou is not None:
+                matches = self._teacher_positives(teacher, matches, b_pad, boxes, ignore, t_boxes, t_score)
+                background = background & (matches < 0)
             if face_mode:
                 kp_pad, vis_w = self._taught_face_keypoints(teacher, b_pad, kp_pad, vis_pad, t_boxes, t_kpts,
                                                             t_score)
@@ -248,6 +258,26 @@ class BlazeFace(nn.Module):
                                                                                 background)
             out["loss"] = out["loss"] + out["loss_score"]
         return out
+
+    @staticmethod
+    def _teacher_positives(teacher: Teacher, matches: Tensor, b_pad: Tensor, boxes: List[Tensor],
+                           ignore: List[Tensor], t_boxes: Tensor, t_score: Tensor) -> Tensor:
+        """``matches`` [B, A] with the anchors where the teacher finds a labelled face made its positives (see
+        :class:`Teacher`); an anchor that fires for several faces goes to the one its box overlaps most, and a
+        positive of another face stays that face's."""
+        valid = torch.zeros(b_pad.shape[:2], dtype=torch.bool, device=b_pad.device)  # [B, N] labelled, not ignored
+        for i, (b, ign) in enumerate(zip(boxes, ignore)):
+            valid[i, : len(b)] = ~ign
+        iou = box_iou(b_pad, t_boxes)  # [B, N, A]
+        fire = (iou >= teacher.positive_iou) & (t_score[:, None, :] >= teacher.min_score) & valid[..., None]
+        best, face = torch.where(fire, iou, torch.full_like(iou, -1.0)).max(1)  # [B, A]
+        taught = best >= 0
+        if teacher.positive_mode == "replace":
+            found = fire.any(-1)  # [B, N] faces the teacher finds
+            owner_found = torch.gather(found, 1, matches.clamp_min(0)) & (matches >= 0)
+            matches = torch.where(owner_found & ~taught, torch.full_like(matches, -2), matches)
+        take = taught if teacher.positive_mode == "replace" else taught & (matches < 0)
+        return torch.where(take, face, matches)
 
     @staticmethod
     def _score_distillation(logits: Tensor, teacher_logits: Tensor, matches: Tensor, background: Tensor) -> Tensor:
