@@ -192,8 +192,24 @@ def test_finetune_shared_full_range_config(shared, tmp_path):
     model = blazekit.build_detector(cfg)  # loads model.init strictly
     shipped = load_checkpoint(resolve_weights("mediapipe_full_range"))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in shipped["state_dict"].items())
+    distill = cfg["train"]["distill"]  # RESULTS.md: the teacher picks the positives, guards the scores
+    assert (distill["positive_mode"], distill["positive_iou"], distill["ignore_score"]) == ("replace", 0.5, 0.5)
     trainer = _one_step(cfg_path, tmp_path)
     assert trainer.tcfg["norm_eval"]  # folded BN statistics stay frozen while fine-tuning
+    assert trainer.teacher.settings["positive_mode"] == "replace"
+
+
+def test_finetune_shared_config(shared, tmp_path):
+    """The recommended front recipe: MediaPipe short range, ATSS, keypoint distillation and data-anchor-sampling
+    (RESULTS.md: 3 seeds against Expand + face crop); it loads strictly and trains a step on the shared data."""
+    shared("data", "fddb")
+    cfg_path = REPO / "configs" / "finetune_shared.yml"
+    cfg = config.load(cfg_path)
+    assert cfg["model"]["init"] == "mediapipe_short_range" and cfg["model"]["matcher"]["type"] == "ATSSMatcher"
+    assert cfg["train"]["distill"]["weight"] == 100
+    assert [t["type"] for t in cfg["data"]["train"]["transforms"]][:1] == ["DataAnchorSampling"]
+    trainer = _one_step(cfg_path, tmp_path)
+    assert trainer.teacher is not None
 
 
 def test_finetune_shared_back_config(shared, tmp_path):
