@@ -263,8 +263,8 @@ class BlazeFace(nn.Module):
     def _teacher_positives(teacher: Teacher, matches: Tensor, b_pad: Tensor, boxes: List[Tensor],
                            ignore: List[Tensor], t_boxes: Tensor, t_score: Tensor) -> Tensor:
         """``matches`` [B, A] with the anchors where the teacher finds a labelled face made its positives (see
-        :class:`Teacher`); an anchor that fires for several faces goes to the one its box overlaps most, and a
-        positive of another face stays that face's."""
+        :class:`Teacher`); an anchor that fires for several faces goes to the one its box overlaps most. With
+        ``add`` the matcher's positives keep their faces; with ``replace`` the teacher's assignment wins."""
         valid = torch.zeros(b_pad.shape[:2], dtype=torch.bool, device=b_pad.device)  # [B, N] labelled, not ignored
         for i, (b, ign) in enumerate(zip(boxes, ignore)):
             valid[i, : len(b)] = ~ign
