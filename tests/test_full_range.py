@@ -206,7 +206,8 @@ def test_finetune_shared_config(shared, tmp_path):
     cfg_path = REPO / "configs" / "finetune_shared.yml"
     cfg = config.load(cfg_path)
     assert cfg["model"]["init"] == "mediapipe_short_range" and cfg["model"]["matcher"]["type"] == "ATSSMatcher"
-    assert cfg["train"]["distill"]["weight"] == 100
+    distill = cfg["train"]["distill"]
+    assert (distill["weight"], distill["positive_mode"], distill["positive_iou"]) == (100, "replace", 0.5)
     assert [t["type"] for t in cfg["data"]["train"]["transforms"]][:1] == ["DataAnchorSampling"]
     trainer = _one_step(cfg_path, tmp_path)
     assert trainer.teacher is not None
