@@ -3,6 +3,7 @@ import numpy as np
 import torch
 
 from blazekit import build_detector
+from blazekit.boxes import box_iou
 from blazekit.models.detector import Teacher
 
 
@@ -67,8 +68,8 @@ def test_face_targets_are_the_keypoints_mediapipe_reports_for_that_face_used_lik
     box = reported["boxes"][:1]
     teacher = Teacher(reg, logits, weight=1.0)
     b_pad, kp_pad, vis_pad = det._pad([box / 128], [torch.zeros(1, 6, 2)], [torch.zeros(1, 6, dtype=torch.bool)])
-    detections = det._teacher_detections(teacher, size, torch.float32)
-    kp, weights = det._taught_face_keypoints(teacher, b_pad, kp_pad, vis_pad, *detections)
+    t_boxes, t_kpts, t_score = det._teacher_detections(teacher, size, torch.float32)
+    kp, weights = det._taught_face_keypoints(teacher, kp_pad, vis_pad, box_iou(b_pad, t_boxes), t_kpts, t_score)
     # with the reported box as the face, the taught keypoints are the ones the post-processor reports
     assert torch.allclose(kp[0, 0] * 128, reported["keypoints"][0], atol=1e-3), (kp[0, 0] * 128, reported)
     assert torch.equal(weights, torch.ones(1, 1, 6))
@@ -165,7 +166,6 @@ def test_teacher_positives_make_the_anchors_the_teacher_fires_on_positives():
     """positive_iou: anchors MediaPipe scores >= 0.5 whose decoded box has IoU >= 0.5 with a labelled face become
     that face's positives; 'add' keeps the matcher's, 'replace' ignores the matcher's others for faces the teacher
     finds; a face it misses keeps the matcher's positives, an ignored face gets none."""
-    from blazekit.boxes import box_iou
     from blazekit.matcher import IoUMatcher
 
     det, reg, logits, reported = _demo_face()

@@ -231,12 +231,13 @@ class BlazeFace(nn.Module):
         background = matches == -1  # what the labels call background, before the teacher's ignores
         if teacher is not None and (face_mode or teacher.ignore_score is not None or teacher.positive_iou is not None):
             t_boxes, t_kpts, t_score = self._teacher_detections(teacher, size, dt)
+            if face_mode or teacher.positive_iou is not None:
+                t_iou = box_iou(b_pad, t_boxes)  # [B, N, A] labelled faces vs the teacher's boxes, used by both
             if teacher.positive_iou is not None:
-                matches = self._teacher_positives(teacher, matches, b_pad, boxes, ignore, t_boxes, t_score)
+                matches = self._teacher_positives(teacher, matches, ignore, t_iou, t_score)
                 background = background & (matches < 0)
             if face_mode:
-                kp_pad, vis_w = self._taught_face_keypoints(teacher, b_pad, kp_pad, vis_pad, t_boxes, t_kpts,
-                                                            t_score)
+                kp_pad, vis_w = self._taught_face_keypoints(teacher, kp_pad, vis_pad, t_iou, t_kpts, t_score)
             if teacher.ignore_score is not None:
                 matches = torch.where(background & (t_score >= teacher.ignore_score), torch.full_like(matches, -2),
                                       matches)
@@ -260,15 +261,16 @@ class BlazeFace(nn.Module):
         return out
 
     @staticmethod
-    def _teacher_positives(teacher: Teacher, matches: Tensor, b_pad: Tensor, boxes: List[Tensor],
-                           ignore: List[Tensor], t_boxes: Tensor, t_score: Tensor) -> Tensor:
+    def _teacher_positives(teacher: Teacher, matches: Tensor, ignore: List[Tensor], iou: Tensor,
+                           t_score: Tensor) -> Tensor:
         """``matches`` [B, A] with the anchors where the teacher finds a labelled face made its positives (see
         :class:`Teacher`); an anchor that fires for several faces goes to the one its box overlaps most. With
-        ``add`` the matcher's positives keep their faces; with ``replace`` the teacher's assignment wins."""
-        valid = torch.zeros(b_pad.shape[:2], dtype=torch.bool, device=b_pad.device)  # [B, N] labelled, not ignored
-        for i, (b, ign) in enumerate(zip(boxes, ignore)):
-            valid[i, : len(b)] = ~ign
-        iou = box_iou(b_pad, t_boxes)  # [B, N, A]
+        ``add`` the matcher's positives keep their faces; with ``replace`` the teacher's assignment wins.
+        ``iou`` [B, N, A]: the padded faces against the teacher's boxes (padding rows are all-zero boxes, IoU 0,
+        so only ignored faces need masking)."""
+        valid = torch.ones(iou.shape[:2], dtype=torch.bool, device=iou.device)  # [B, N] not ignored
+        for i, ign in enumerate(ignore):
+            valid[i, : len(ign)] = ~ign
         fire = (iou >= teacher.positive_iou) & (t_score[:, None, :] >= teacher.min_score) & valid[..., None]
         best, face = torch.where(fire, iou, torch.full_like(iou, -1.0)).max(1)  # [B, A]
         taught = best >= 0
@@ -304,13 +306,13 @@ class BlazeFace(nn.Module):
         return boxes / norm.repeat(2), kpts / norm, score
 
     @staticmethod
-    def _taught_face_keypoints(teacher: Teacher, b_pad: Tensor, kp_pad: Tensor, vis_pad: Tensor, t_boxes: Tensor,
-                               t_kpts: Tensor, score: Tensor) -> Tuple[Tensor, Tensor]:
+    def _taught_face_keypoints(teacher: Teacher, kp_pad: Tensor, vis_pad: Tensor, iou: Tensor, t_kpts: Tensor,
+                               score: Tensor) -> Tuple[Tensor, Tensor]:
         """Fill the unlabelled keypoints of faces the teacher finds with its blended keypoints (normalised), and
         give them the weight ``teacher.weight``; returns (keypoints [B, N, K, 2], weights [B, N, K]).
-        ``t_boxes`` [B, A, 4], ``t_kpts`` [B, A, K, 2] and ``score`` [B, A] are the teacher's decoded outputs."""
-        dt = b_pad.dtype
-        iou = box_iou(b_pad, t_boxes)  # [B, N, A]
+        ``iou`` [B, N, A] is the faces' IoU with the teacher's decoded boxes, ``t_kpts`` [B, A, K, 2] and
+        ``score`` [B, A] its decoded keypoints and scores."""
+        dt = iou.dtype
         blend = torch.where((iou >= teacher.min_iou) & (score[:, None, :] >= teacher.min_score), score[:, None, :],
                             torch.zeros_like(iou))
         total = blend.sum(-1)  # [B, N]
