@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from .config import plain
+from .config import diff, plain
 
 PathLike = Union[str, os.PathLike]
 
@@ -201,27 +201,12 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
     return ckpt
 
 
-def _diff(a: Any, b: Any, prefix: str) -> List[str]:
-    """Dotted keys where two plain config trees differ.
+def architecture_diff(ckpt_model_cfg: Optional[Mapping[str, Any]], model_cfg: Mapping[str, Any]) -> List[str]:
+    """Human-readable differences of the :data:`ARCH_KEYS` of two model configs (empty = compatible).
 
     A key written on one side only is taken to be that class's default and not reported, so
     ``{type: SSDHead}`` and ``{type: SSDHead, prior_prob: 0.01}`` agree; ``type`` always counts.
     """
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: List[str] = []
-        for k in sorted(set(a) | set(b)):
-            if k in a and k in b:
-                out += _diff(a[k], b[k], f"{prefix}.{k}")
-            elif k == "type":
-                out.append(f"{prefix}.type: checkpoint {a.get(k)!r} vs config {b.get(k)!r}")
-        return out
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return [] if float(a) == float(b) else [f"{prefix}: checkpoint {a!r} vs config {b!r}"]
-    return [] if a == b else [f"{prefix}: checkpoint {a!r} vs config {b!r}"]
-
-
-def architecture_diff(ckpt_model_cfg: Optional[Mapping[str, Any]], model_cfg: Mapping[str, Any]) -> List[str]:
-    """Human-readable differences of the :data:`ARCH_KEYS` of two model configs (empty = compatible)."""
     if not ckpt_model_cfg:
         return []
     out: List[str] = []
@@ -229,7 +214,7 @@ def architecture_diff(ckpt_model_cfg: Optional[Mapping[str, Any]], model_cfg: Ma
         a, b = ckpt_model_cfg.get(key), model_cfg.get(key)
         if a is None and b is None:
             continue
-        out += _diff(plain(a), plain(b), f"model.{key}")
+        out += diff(plain(a), plain(b), f"model.{key}", one_sided=None, always=("type",))
     return out
 
 
@@ -243,9 +228,9 @@ def check_compatible(ckpt_model_cfg: Optional[Mapping[str, Any]], model_cfg: Map
     diffs = architecture_diff(ckpt_model_cfg, model_cfg)
     if diffs:
         raise CheckpointError(
-            f"{source} was trained with a different architecture than this model config; differing keys:\n  "
-            + "\n  ".join(diffs)
-            + "\nUse the config the checkpoint was trained with (its model_cfg is stored inside), "
+            f"{source} was trained with a different architecture than this model config; differing keys: "
+            + "; ".join(diffs)
+            + ". Use the config the checkpoint was trained with (its model_cfg is stored inside), "
               "or load only matching tensors with load_model_weights(..., strict=False)."
         )
 
@@ -282,7 +267,7 @@ def load_model_weights(model: nn.Module, ckpt: Mapping[str, Any], strict: bool =
     report: Dict[str, List[Any]] = {"loaded": loaded, "missing": missing, "unexpected": unexpected,
                                     "shape_mismatch": mismatch}
     if strict and (missing or unexpected or mismatch):
-        raise CheckpointError(f"{source} does not fit the model (strict=True):\n  " + "\n  ".join(misfit_lines(report)))
+        raise CheckpointError(f"{source} does not fit the model (strict=True): " + "; ".join(misfit_lines(report)))
     with torch.no_grad():
         for k in loaded:
             own[k].copy_(state[k])

@@ -11,7 +11,7 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, MutableMapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Union
 
 import yaml
 
@@ -270,6 +270,30 @@ def plain(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     return obj
+
+
+def diff(old: Any, new: Any, prefix: str = "", one_sided: Optional[str] = "<unset>",
+         always: Iterable[str] = ()) -> List[str]:
+    """Dotted keys where two plain config trees differ, as ``"key: checkpoint OLD vs config NEW"``.
+
+    A key present on one side only is compared against ``one_sided`` (``"<unset>"``: it counts);
+    ``one_sided=None`` skips it (the class default was meant) unless its name is in ``always`` (``type``).
+    Numbers compare by value, so ``1`` equals ``1.0``. One function for resume checks and
+    architecture checks, so both read the same.
+    """
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: List[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if k in old and k in new:
+                out += diff(old[k], new[k], key, one_sided, always)
+            elif one_sided is not None or k in always:
+                out += diff(old.get(k, one_sided), new.get(k, one_sided), key, one_sided, always)
+        return out
+    if (isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool)
+            and not isinstance(new, bool)):
+        return [] if float(old) == float(new) else [f"{prefix}: checkpoint {old!r} vs config {new!r}"]
+    return [] if old == new else [f"{prefix}: checkpoint {old!r} vs config {new!r}"]
 
 
 def add_common_args(parser: Any) -> None:

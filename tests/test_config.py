@@ -136,3 +136,16 @@ def test_empty_imports_key_is_an_empty_list(tmp_path):
     p.write_text("imports:\nmodel: {}\n")
     assert C.load(p)["imports"] == []
     assert C.load(p, imports=["json"])["imports"] == ["json"]
+
+
+def test_diff_one_sided_keys_count_for_resume_and_default_for_architecture():
+    """One diff for both checks: resume counts a key set on one side only, the architecture check takes it as the
+    class default (only ``type`` counts); numbers compare by value."""
+    old = {"train": {"lr": 1, "epochs": 20}, "head": {"type": "SSDHead"}}
+    new = {"train": {"lr": 1.0, "epochs": 30, "ema": 0.9}, "head": {"type": "SSDHead", "prior_prob": 0.01}}
+    assert C.diff(old, new) == ["head.prior_prob: checkpoint '<unset>' vs config 0.01",
+                                "train.ema: checkpoint '<unset>' vs config 0.9",
+                                "train.epochs: checkpoint 20 vs config 30"]
+    assert C.diff(old["head"], new["head"], "model.head", one_sided=None, always=("type",)) == []
+    assert C.diff({}, {"type": "SubPixelSSDHead"}, "model.head", one_sided=None, always=("type",)) == [
+        "model.head.type: checkpoint None vs config 'SubPixelSSDHead'"]

@@ -37,23 +37,9 @@ RESUME_SAFE_KEYS = (
 )
 
 
-def config_diff(old: Any, new: Any, prefix: str = "") -> List[str]:
-    """Dotted keys where two plain config trees differ (a key on one side only counts), with both values."""
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        out: List[str] = []
-        for k in sorted(set(old) | set(new), key=str):
-            key = f"{prefix}.{k}" if prefix else str(k)
-            out += config_diff(old.get(k, "<unset>"), new.get(k, "<unset>"), key)
-        return out
-    if (isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool)
-            and not isinstance(new, bool)):
-        return [] if float(old) == float(new) else [f"{prefix}: checkpoint {old!r} vs config {new!r}"]
-    return [] if old == new else [f"{prefix}: checkpoint {old!r} vs config {new!r}"]
-
-
 def resume_config_changes(ckpt_cfg: Mapping[str, Any], cfg: Mapping[str, Any]) -> List[str]:
-    """The differences of :func:`config_diff` outside :data:`RESUME_SAFE_KEYS`."""
-    diffs = config_diff(config_lib.plain(ckpt_cfg), config_lib.plain(cfg))
+    """The differences of :func:`blazekit.config.diff` outside :data:`RESUME_SAFE_KEYS`."""
+    diffs = config_lib.diff(config_lib.plain(ckpt_cfg), config_lib.plain(cfg))
     return [d for d in diffs if not any(fnmatch.fnmatchcase(d.split(":", 1)[0], pat) or
                                         d.startswith(pat + ".") for pat in RESUME_SAFE_KEYS)]
 
@@ -122,7 +108,7 @@ def load_pretrained(model: nn.Module, init: str, log: Any = None, strict: bool =
     arch = architecture_diff(ckpt.get("model_cfg"), unwrap(model).cfg)
     if strict and (arch or report["missing"] or report["unexpected"] or report["shape_mismatch"]):
         lines = [f"architecture {a}" for a in arch] + misfit_lines(report)
-        raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(lines) + "\nUse the matching "
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(lines) + ". Use the matching "
                               "config, or set train.init_strict: false to load only the tensors that fit.")
     if log is not None:
         total = len(unwrap(model).state_dict())
@@ -200,6 +186,6 @@ def check_resumable(ckpt: Mapping[str, Any], path: Path, model_cfg: Mapping[str,
     saved_cfg = (ckpt.get("meta") or {}).get("config")
     changed = resume_config_changes(saved_cfg, cfg) if saved_cfg is not None else []
     if changed:
-        raise TrainingError(f"cannot resume from {path}: the config differs from the one it was trained with:\n  "
-                            + "\n  ".join(changed) + "\nResume with the same config (keys that may change: "
+        raise TrainingError(f"cannot resume from {path}: the config differs from the one it was trained with: "
+                            + "; ".join(changed) + ". Resume with the same config (keys that may change: "
                             + ", ".join(RESUME_SAFE_KEYS) + "), or start a new run from it with model.init.")
