@@ -46,6 +46,8 @@ class SourceConv:
     depthwise: bool = False
     padding: Optional[str] = None  # "SAME" / "VALID" for tflite
     pads: Optional[Tuple[int, int, int, int]] = None  # (left, right, top, bottom) of a PAD op feeding the conv
+    weight_tensor: Optional[int] = None  # tflite: index of the tensor storing the weight (behind DEQUANTIZE/DENSIFY)
+    bias_tensor: Optional[int] = None  # tflite: likewise for the bias; export writes back into both
 
 
 @dataclass
@@ -80,11 +82,12 @@ def _op_name(model: Any, op: Any) -> str:
     return names.get(builtin, f"BUILTIN_{builtin}")
 
 
-def _densify(sparsity: Any, values: np.ndarray, shape: Tuple[int, ...], where: str) -> np.ndarray:
-    """TFLite sparse tensor (what a DENSIFY op expands) -> dense array.
+def sparse_coords(sparsity: Any, shape: Tuple[int, ...], where: str) -> np.ndarray:
+    """The dense coordinates [N, ndim] of a TFLite sparse tensor's N stored values, in storage order.
 
     Supports the layout MediaPipe's sparse models use: traversal order = dims, no block map, each
-    dimension DENSE or SPARSE_CSR (``array_segments`` / ``array_indices``).
+    dimension DENSE or SPARSE_CSR (``array_segments`` / ``array_indices``). Import scatters the values
+    to these coordinates; export gathers them back from there.
     """
     import tflite
 
@@ -111,7 +114,6 @@ def _densify(sparsity: Any, values: np.ndarray, shape: Tuple[int, ...], where: s
         else:
             dims.append(("csr", 0, vector(meta.ArraySegmentsType(), meta.ArraySegments()),
                          vector(meta.ArrayIndicesType(), meta.ArrayIndices())))
-    dense = np.zeros(shape, dtype=values.dtype)
     # Walk level by level: ``pos`` is the position within each level (the values' index at the last).
     coords = np.zeros((1, 0), dtype=np.int64)
     pos = np.zeros(1, dtype=np.int64)
@@ -126,20 +128,33 @@ def _densify(sparsity: Any, values: np.ndarray, shape: Tuple[int, ...], where: s
             new_pos = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if len(pos) else pos
             coords = np.concatenate([np.repeat(coords, counts, axis=0), indices[new_pos][:, None]], axis=1)
             pos = new_pos
-    if len(pos) != len(values):
-        raise ConversionError(f"{where}: sparse weight has {len(values)} values but its index describes {len(pos)}")
-    dense[tuple(coords.T)] = values[pos]
+    out = np.empty_like(coords)
+    out[pos] = coords  # storage order: value ``pos[i]`` sits at ``coords[i]``
+    return out
+
+
+def _densify(sparsity: Any, values: np.ndarray, shape: Tuple[int, ...], where: str) -> np.ndarray:
+    """TFLite sparse tensor (what a DENSIFY op expands) -> dense array."""
+    coords = sparse_coords(sparsity, shape, where)
+    if len(coords) != len(values):
+        raise ConversionError(f"{where}: sparse weight has {len(values)} values but its index describes {len(coords)}")
+    dense = np.zeros(shape, dtype=values.dtype)
+    dense[tuple(coords.T)] = values
     return dense
 
 
-def read_tflite(path: PathLike) -> SourceModel:
-    """Parse a BlazeFace ``.tflite`` flatbuffer into convs (fp16 weights dequantized to float32)."""
+def read_tflite(path: Union[PathLike, bytes], name: Optional[str] = None) -> SourceModel:
+    """Parse a BlazeFace ``.tflite`` flatbuffer (a file, or its bytes named ``name``) into convs (fp16 weights
+    dequantized to float32; each conv also records the tensors storing its weight and bias)."""
     try:
         import tflite
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("reading .tflite needs the 'tflite' package: pip install 'blazekit[tflite]'") from exc
-    path = Path(path)
-    buf = path.read_bytes()
+    if isinstance(path, (bytes, bytearray)):
+        buf, path = bytes(path), name or "<tflite bytes>"
+    else:
+        path = Path(path)
+        buf = path.read_bytes()
     try:
         model = tflite.Model.GetRootAsModel(buf, 0)
         graph = model.Subgraphs(0) if model.SubgraphsLength() > 0 else None
@@ -247,7 +262,8 @@ def read_tflite(path: PathLike) -> SourceModel:
                                   f"{opts.StrideH()}x{opts.StrideW()}")
         padding = "SAME" if opts.Padding() == tflite.Padding.SAME else "VALID"
         conv = SourceConv(tname(stored(ins[1])), np.ascontiguousarray(w), b, int(opts.StrideH()),
-                          kind == "DEPTHWISE_CONV_2D", padding, explicit_pads(ins[0]) if padding == "VALID" else None)
+                          kind == "DEPTHWISE_CONV_2D", padding, explicit_pads(ins[0]) if padding == "VALID" else None,
+                          weight_tensor=stored(ins[1]), bias_tensor=stored(ins[2]))
         out_t = reaches_output(int(op.OutputsAsNumpy()[0]))
         if out_t is None:
             backbone.append(conv)
@@ -400,21 +416,23 @@ def _pads_equivalent(src: Tuple[int, int, int, int], dst: Tuple[int, int, int, i
             and rows(src[2], src[3]) == rows(dst[2], dst[3]))
 
 
-def map_to_state_dict(src: SourceModel, model_cfg: Mapping[str, Any],
-                      source_name: str = "source") -> Dict[str, torch.Tensor]:
-    """Fill the target's state dict from ``src``; raise naming the tensors on any mismatch."""
-    target = build_target(model_cfg)
-    sd = {k: v.detach().clone() for k, v in target.state_dict().items()}
-    filled = set()
+@dataclass
+class ConvPair:
+    """One source conv and the target conv it fills: ``bn`` is the BatchNorm after it (body units), None in the head."""
 
-    def put(key: str, array: np.ndarray, what: str) -> None:
-        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        if tuple(t.shape) != tuple(sd[key].shape):
-            raise ConversionError(f"{source_name}: {what} has shape {tuple(t.shape)} but target {key!r} "
-                                  f"expects {tuple(sd[key].shape)}")
-        sd[key] = t
-        filled.add(key)
+    source: SourceConv
+    key: str  # target state-dict prefix of the conv, e.g. ``backbone.stem.conv`` / ``head.cls_convs.0``
+    conv: nn.Conv2d
+    bn: Optional[nn.BatchNorm2d] = None
+    bn_key: Optional[str] = None
 
+
+def pair_convs(src: SourceModel, target: nn.Module, source_name: str = "source") -> List[ConvPair]:
+    """The source convs against the target's, in order; raise naming both sides on any structural mismatch.
+
+    The one mapping of both directions: import copies source -> target, export (:mod:`blazekit.deploy.tflite`)
+    writes target -> the source's tensors.
+    """
     def check_conv(conv: SourceConv, key: str, module: nn.Conv2d, explicit_pad: Any = None) -> None:
         depthwise = module.groups == module.in_channels and module.groups > 1
         if depthwise != conv.depthwise and conv.weight.shape[2] > 1:
@@ -430,7 +448,11 @@ def map_to_state_dict(src: SourceModel, model_cfg: Mapping[str, Any],
         if want is not None and k > 1 and not _pads_equivalent(want, have, k, stride):
             raise ConversionError(f"{source_name}: source {conv.name!r} pads (left, right, top, bottom) = {want}, "
                                   f"target {key} pads {have}; the outputs would be shifted")
+        if tuple(conv.weight.shape) != tuple(module.weight.shape):
+            raise ConversionError(f"{source_name}: source {conv.name!r} has shape {tuple(conv.weight.shape)} but "
+                                  f"target {key}.weight has {tuple(module.weight.shape)}")
 
+    pairs: List[ConvPair] = []
     units = _units(target)
     if len(units) != len(src.backbone):
         raise ConversionError(
@@ -441,12 +463,7 @@ def map_to_state_dict(src: SourceModel, model_cfg: Mapping[str, Any],
             "Is the model config the right one (front/back/full range)?")
     for (key, unit), conv in zip(units, src.backbone):
         check_conv(conv, key, unit.conv, unit.pad)
-        put(f"{key}.conv.weight", conv.weight, f"source {conv.name!r}")
-        bn = unit.bn
-        put(f"{key}.bn.bias", conv.bias, f"bias of {conv.name!r}")
-        put(f"{key}.bn.weight", np.full(conv.bias.shape, math.sqrt(1.0 + bn.eps)), "BN weight")
-        put(f"{key}.bn.running_mean", np.zeros(conv.bias.shape), "BN running_mean")
-        put(f"{key}.bn.running_var", np.ones(conv.bias.shape), "BN running_var")
+        pairs.append(ConvPair(conv, f"{key}.conv", unit.conv, unit.bn, f"{key}.bn"))
 
     n_levels = len(target.head.cls_convs)
     if len(src.head) != n_levels:
@@ -465,8 +482,35 @@ def map_to_state_dict(src: SourceModel, model_cfg: Mapping[str, Any],
             for r, suffix, conv_module in parts:
                 conv, key = level[r], f"head.{attr}.{i}{suffix}"
                 check_conv(conv, key, conv_module)
-                put(f"{key}.weight", conv.weight, f"source {conv.name!r}")
-                put(f"{key}.bias", conv.bias, f"bias of {conv.name!r}")
+                pairs.append(ConvPair(conv, key, conv_module))
+    return pairs
+
+
+def map_to_state_dict(src: SourceModel, model_cfg: Mapping[str, Any],
+                      source_name: str = "source") -> Dict[str, torch.Tensor]:
+    """Fill the target's state dict from ``src``; raise naming the tensors on any mismatch."""
+    target = build_target(model_cfg)
+    sd = {k: v.detach().clone() for k, v in target.state_dict().items()}
+    filled = set()
+
+    def put(key: str, array: np.ndarray, what: str) -> None:
+        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        if tuple(t.shape) != tuple(sd[key].shape):
+            raise ConversionError(f"{source_name}: {what} has shape {tuple(t.shape)} but target {key!r} "
+                                  f"expects {tuple(sd[key].shape)}")
+        sd[key] = t
+        filled.add(key)
+
+    for pair in pair_convs(src, target, source_name):
+        conv = pair.source
+        put(f"{pair.key}.weight", conv.weight, f"source {conv.name!r}")
+        if pair.bn is None:
+            put(f"{pair.key}.bias", conv.bias, f"bias of {conv.name!r}")
+            continue
+        put(f"{pair.bn_key}.bias", conv.bias, f"bias of {conv.name!r}")
+        put(f"{pair.bn_key}.weight", np.full(conv.bias.shape, math.sqrt(1.0 + pair.bn.eps)), "BN weight")
+        put(f"{pair.bn_key}.running_mean", np.zeros(conv.bias.shape), "BN running_mean")
+        put(f"{pair.bn_key}.running_var", np.ones(conv.bias.shape), "BN running_var")
 
     missing = [k for k in sd if k not in filled and not k.endswith("num_batches_tracked")]
     if missing:

@@ -1,7 +1,13 @@
-"""Export a detector to ONNX (BN folded, dynamic batch).
+"""Export a detector to ONNX (BN folded, dynamic batch) or back into MediaPipe's own .tflite.
 
     python tools/export.py configs/blazeface_front.yml --weights mediapipe_short_range --format onnx --out model.onnx
     python tools/export.py configs/blazeface_front.yml --weights ckpt.pt --out det.onnx --with-postprocess
+    python tools/export.py configs/blazeface_front.yml --weights ckpt.pt --format tflite --out face.tflite
+
+``--format tflite`` writes the weights into MediaPipe's face_detection_short_range.tflite (128x128 models) or
+face_detection_full_range_sparse.tflite (192x192): same graph, tensor names and metadata, so MediaPipe Tasks'
+FaceDetector loads the file as a drop-in (see README "Back into MediaPipe"). Untouched MediaPipe weights give
+MediaPipe's file back byte for byte. Post-processing (score threshold, blending) stays MediaPipe's.
 
 Input ``images`` float32 [B, 3, H, W] (letterboxed, normalised as the config says). Outputs: raw
 ``regressors`` [B, A, 4+2K] and ``classificators`` [B, A, 1] (MediaPipe layout), or with
@@ -22,8 +28,15 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="model config (YAML)")
     p.add_argument("--weights", default=None, help="checkpoint path or named weight; default: the config's model.init")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
-    p.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    p.add_argument("--format", default="onnx", choices=["onnx", "tflite"],
+                   help="onnx, or tflite: MediaPipe's own graph with these weights (short range 128, full range 192)")
+    p.add_argument("--out", required=True, help="output file, e.g. model.onnx / face.tflite")
+    p.add_argument("--tflite-precision", default="fp16", choices=["fp16", "fp32"],
+                   help="tflite weights: fp16 (as MediaPipe stores them; same size and speed) or fp32 (outputs equal "
+                        "PyTorch's to float rounding; about twice the size)")
+    p.add_argument("--densify", action="store_true",
+                   help="tflite, full range: store sparse weight tensors that fine-tuning filled in as dense tensors "
+                        "instead of refusing")
     p.add_argument("--with-postprocess", action="store_true",
                    help="decode + score threshold + NMS inside the graph (outputs boxes/scores/keypoints/batch_index)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
@@ -40,6 +53,16 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
                    help="run the exported model in onnxruntime on a random batch and compare with PyTorch")
     add_common_args(p)
     args = p.parse_args(argv)
+    if args.format == "tflite":
+        onnx_only = [flag for flag, used in (("--with-postprocess", args.with_postprocess),
+                                             ("--input-size", args.input_size is not None),
+                                             ("--score-thr", args.score_thr is not None),
+                                             ("--iou-thr", args.iou_thr is not None),
+                                             ("--max-det", args.max_det is not None), ("--no-fuse", args.no_fuse),
+                                             ("--verify", args.verify)) if used]
+        if onnx_only:
+            p.error(f"{', '.join(onnx_only)}: ONNX options; a MediaPipe .tflite keeps MediaPipe's input size and "
+                    "post-processing (set the score threshold in MediaPipe)")
     if args.opset < 11:
         p.error(f"--opset must be >= 11 (NonMaxSuppression, dynamic shapes), got {args.opset}")
     if args.channel_multiple < 1:
@@ -52,11 +75,22 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     args = parse_args(argv, prog)
     from .. import config as cfglib
     from ..models.build import build_detector
-    from ..deploy.export import export_onnx
-    from ..deploy.runtime import verify_onnx
 
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
     detector = build_detector(cfg, weights=args.weights, device="cpu").eval()
+    if args.format == "tflite":
+        from ..deploy.tflite import export_tflite, mediapipe_postprocess_note
+
+        done = export_tflite(detector, args.out, precision=args.tflite_precision, densify=args.densify)
+        sparse = f", {done.sparse_kept} tensors kept sparse" if done.sparse_kept else ""
+        dense = f", {len(done.densified)} sparse tensors stored dense" if done.densified else ""
+        print(f"wrote {done.path} ({done.size / 1e6:.3f} MB, {done.precision}; {done.tensors_changed} of "
+              f"{done.tensors_written} weight tensors differ from {done.template.name}{sparse}{dense})")
+        print(mediapipe_postprocess_note(detector))
+        return 0
+    from ..deploy.export import export_onnx
+    from ..deploy.runtime import verify_onnx
+
     path = export_onnx(detector, args.out, with_postprocess=args.with_postprocess, input_size=args.input_size,
                        opset=args.opset, fold_bn=not args.no_fuse, score_thr=args.score_thr, iou_thr=args.iou_thr,
                        max_det=args.max_det, channel_multiple=args.channel_multiple)

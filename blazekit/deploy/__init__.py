@@ -5,10 +5,11 @@ Modules depend one way (no circle), and nothing in ``blazekit.models`` or the en
 - ``fuse``: :func:`fuse_bn` folds BatchNorm into the convolutions (fast eager inference, export);
 - ``channel_align``: :func:`align_channels` widens a BN-folded model to SIMD-friendly channel counts;
 - ``export``: :func:`export_onnx` (raw outputs, or post-processing inside the graph);
+- ``tflite``: :func:`export_tflite` writes the weights back into MediaPipe's own ``.tflite`` (needs only ``fuse``);
 - ``runtime``: :func:`onnx_session`, :func:`verify_onnx`, :class:`LeanPreprocessor`, :class:`OnnxDetector`;
 - ``fastpath``: :class:`LeanPostprocessor` (numpy) and :class:`FastDetector` around any raw-output runner.
 
-``fuse <- channel_align <- export <- runtime <- fastpath``. The names below load their module on first use,
+``fuse <- channel_align <- export <- runtime <- fastpath`` and ``fuse <- tflite``. The names below load their module on first use,
 so ``import blazekit.deploy`` stays cheap.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import importlib
 from typing import Any
 
 _HOME = {"fuse_bn": "fuse", "count_batchnorm": "fuse", "align_channels": "channel_align",
-         "export_onnx": "export", "onnx_session": "runtime", "verify_onnx": "runtime",
+         "export_onnx": "export", "export_tflite": "tflite", "onnx_session": "runtime", "verify_onnx": "runtime",
          "LeanPreprocessor": "runtime", "OnnxDetector": "runtime", "preprocessor_for": "runtime",
          "LeanPostprocessor": "fastpath", "FastDetector": "fastpath"}
 

@@ -23,6 +23,16 @@ NAMED_WEIGHTS: Dict[str, Path] = {
 }
 
 
+#: MediaPipe's own model files (mediapipe 0.10.21 wheel, untouched), by input (H, W): the templates that
+#: ``blazekit.deploy.tflite`` writes fine-tuned weights into, and the name of the weights imported from each.
+TFLITE_TEMPLATES: Dict[tuple, Dict[str, Union[str, Path]]] = {
+    (128, 128): {"path": _HERE / "face_detection_short_range.tflite", "weights": "mediapipe_short_range",
+                 "variant": "front"},
+    (192, 192): {"path": _HERE / "face_detection_full_range_sparse.tflite", "weights": "mediapipe_full_range",
+                 "variant": "full_range"},
+}
+
+
 def resolve_weights(name_or_path: Union[str, os.PathLike]) -> Path:
     """A name in :data:`NAMED_WEIGHTS` or an existing file path -> the checkpoint file."""
     key = os.fspath(name_or_path)
@@ -43,4 +53,4 @@ def resolve_weights(name_or_path: Union[str, os.PathLike]) -> Path:
     raise FileNotFoundError(msg)
 
 
-__all__ = ["NAMED_WEIGHTS", "resolve_weights"]
+__all__ = ["NAMED_WEIGHTS", "TFLITE_TEMPLATES", "resolve_weights"]
