@@ -42,6 +42,8 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     args = p.parse_args(argv)
     if args.opset < 11:
         p.error(f"--opset must be >= 11 (NonMaxSuppression, dynamic shapes), got {args.opset}")
+    if args.score_thr is not None and not 0.0 <= args.score_thr <= 1.0:
+        p.error(f"--score-thr must be in [0, 1], got {args.score_thr}")
     if args.channel_multiple < 1:
         p.error(f"--channel-multiple must be >= 1, got {args.channel_multiple}")
     return args
@@ -51,12 +53,12 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = parse_args(argv, prog)
     from .. import config as cfglib
-    from ..models.build import build_detector
+    from ..models.build import build_detector, inference_weights
     from ..deploy.export import export_onnx
     from ..deploy.runtime import verify_onnx
 
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
-    detector = build_detector(cfg, weights=args.weights, device="cpu").eval()
+    detector = build_detector(cfg, weights=inference_weights(cfg, args.weights), device="cpu").eval()
     path = export_onnx(detector, args.out, with_postprocess=args.with_postprocess, input_size=args.input_size,
                        opset=args.opset, fold_bn=not args.no_fuse, score_thr=args.score_thr, iou_thr=args.iou_thr,
                        max_det=args.max_det, channel_multiple=args.channel_multiple)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
+from ..engine.cli import device_problem
+
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
     from ..config import add_common_args
@@ -21,9 +23,13 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     p.add_argument("--work-dir", default=None, help="output folder (default: train.work_dir or work_dirs/<config>)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT|auto",
                    help="resume from a checkpoint; 'auto' or no value: WORK_DIR/last.pt if it exists")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    why = device_problem(args.device)
+    if why:
+        p.error(why)
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:

@@ -65,10 +65,10 @@ class Trainer:
             cfg = config_lib.load(cfg, imports=imports)
         else:
             cfg = copy.deepcopy(dict(cfg))
-            config_lib.import_modules(list(cfg.get("imports", [])) + list(imports))
+            config_lib.import_modules(config_lib.module_names(cfg.get("imports")) + list(imports))
         cfg["train"] = self._train_cfg(cfg)  # defaults filled first, so --set train.<any option>=... works
         cfg = config_lib.apply_overrides(cfg, overrides)
-        config_lib.import_modules(cfg.get("imports", []))
+        config_lib.import_modules(config_lib.module_names(cfg.get("imports"), cfg.get("_source_")))
         self.cfg: Dict[str, Any] = cfg
         self.tcfg = self._train_cfg(cfg)
         if seed is not None:
