@@ -124,6 +124,8 @@ def load(path: PathLike, overrides: Iterable[str] = (), imports: Iterable[str] =
                           "(e.g. '_base_: [blazeface_front.yml]')")
     cfg = _strip_replace(_load_with_bases(source, stack=()))
     cfg = apply_overrides(cfg, overrides)
+    if "imports" in cfg:  # --set imports=my_faces names one module, as the file may
+        cfg["imports"] = module_names(cfg["imports"], source)
     validate(cfg, source=str(source))
     extra = [m for m in imports if m not in cfg.get("imports", [])]
     if extra:
@@ -145,11 +147,26 @@ def _load_with_bases(path: Path, stack: tuple) -> Dict[str, Any]:
     for b in bases:
         cfg = merge(cfg, _load_with_bases(_resolve_path(b, path.parent), stack + (path,)))
     # imports accumulate across bases rather than being replaced
-    imports = list(cfg.get("imports", [])) + [m for m in data.get("imports", []) or [] if m not in cfg.get("imports", [])]
+    own = module_names(data.get("imports"), path)
+    imports = list(cfg.get("imports", [])) + [m for m in own if m not in cfg.get("imports", [])]
     cfg = merge(cfg, data)
     if imports or "imports" in cfg:  # an empty ``imports:`` (None) becomes []
         cfg["imports"] = imports
     return cfg
+
+
+def module_names(imports: Any, source: Optional[PathLike] = None) -> List[str]:
+    """``imports:`` as a list: one name (``imports: my_faces``) is one module, never its letters; null is none."""
+    from .options import IMPORTS_EXPECTED
+
+    if imports is None:
+        return []
+    if isinstance(imports, str):
+        return [imports]
+    if isinstance(imports, (list, tuple)) and all(isinstance(m, str) for m in imports):
+        return list(imports)
+    where = f"{source}: " if source is not None else ""
+    raise ConfigError(f"{where}imports = {imports!r:.60}: expected {IMPORTS_EXPECTED}")
 
 
 _VAR = re.compile(r"\$\{([^}:]+)(?::-([^}]*))?\}")

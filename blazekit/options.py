@@ -232,6 +232,11 @@ LOADER: Dict[str, Opt] = {
     "multi_scale": Opt(optional(mapping)),  # {sizes: [...]}: checked by blazekit.data.multiscale.build_collate
 }
 
+#: arguments of the registry-built ``model.postprocess`` whose range is known (the registry checks the names)
+POSTPROCESS_ARGS: Dict[str, Opt] = {
+    "score_thr": Opt(number(ge=0, le=1), doc="faces scoring below this are dropped (scores are probabilities)"),
+}
+
 #: ``model.preprocess:`` (the detector fills the defaults)
 PREPROCESS: Dict[str, Opt] = {
     "resize": Opt(one_of("letterbox", "stretch"), "letterbox"),
@@ -292,6 +297,8 @@ def _check_model(model: Any) -> None:
             raise _Fail(_bad(f"model.{k}", model[k], check(model[k])))
     if "preprocess" in model and model["preprocess"] is not None:
         check_section(model["preprocess"], PREPROCESS, "model.preprocess")
+    if isinstance(model.get("postprocess"), Mapping):
+        check_section(model["postprocess"], POSTPROCESS_ARGS, "model.postprocess", open_keys=True)
     if "input_size" in model:
         size = model["input_size"]
         if size_hw(size) is not None:
@@ -345,8 +352,11 @@ def _check_data(data: Any) -> None:
 
 
 def _check_imports(imports: Any) -> None:
-    if imports is not None and list_of(text, "module names")(imports) is not None:
-        raise _Fail(_bad("imports", imports, "a list of module names, e.g. [my_faces]"))
+    if imports is not None and text(imports) is not None and list_of(text, "module names")(imports) is not None:
+        raise _Fail(_bad("imports", imports, IMPORTS_EXPECTED))
+
+
+IMPORTS_EXPECTED = "a list of module names, e.g. [my_faces] (or one name)"
 
 
 def problems(cfg: Any, require: Sequence[str] = ()) -> Optional[str]:

@@ -60,7 +60,7 @@ def import_modules(modules: Iterable[str], search: Iterable[Any] = ()) -> None:
     (forked ones by copy, spawned ones because multiprocessing sends the parent's ``sys.path``), so
     unpickling the user's dataset class in a worker finds the same module.
     """
-    for name in modules or []:
+    for name in [modules] if isinstance(modules, str) else modules or []:  # one name is one module
         try:
             importlib.import_module(name)
             continue

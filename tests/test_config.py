@@ -138,6 +138,19 @@ def test_empty_imports_key_is_an_empty_list(tmp_path):
     assert C.load(p, imports=["json"])["imports"] == ["json"]
 
 
+def test_one_module_name_is_one_module_never_its_letters(tmp_path, monkeypatch):
+    """``imports: json`` imported ``j``, ``s``, ``o`` and ``n`` (a string iterated letter by letter)."""
+    p = tmp_path / "c.yml"
+    p.write_text("imports: json\nmodel: {}\n")
+    assert C.load(p)["imports"] == ["json"]
+    assert C.load(tmp_path / "c.yml", overrides=["imports=csv"], imports=["json"])["imports"] == ["csv", "json"]
+    (tmp_path / "child.yml").write_text("_base_: c.yml\nimports: csv\n")
+    assert C.load(tmp_path / "child.yml")["imports"] == ["json", "csv"]
+    with pytest.raises(C.ConfigError, match=r"c.yml: imports = \{'a': 1\}: expected a list of module names"):
+        p.write_text("imports: {a: 1}\nmodel: {}\n")
+        C.load(p)
+
+
 def test_diff_one_sided_keys_count_for_resume_and_default_for_architecture():
     """One diff for both checks: resume counts a key set on one side only, the architecture check takes it as the
     class default (only ``type`` counts); numbers compare by value."""

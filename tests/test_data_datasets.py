@@ -235,6 +235,23 @@ def test_coco_category_filter_and_remap(tmp_path):
         CocoFaces(p, categories=["cat"])
 
 
+def test_coco_category_id_not_in_categories_is_a_bad_annotation(tmp_path):
+    """A face labelled with a category the file does not list used to vanish (and train as background) while the
+    summary said '0 bad annotations'; a category left out on purpose (``categories``) is still silent."""
+    cats = [{"id": 1, "name": "face"}, {"id": 2, "name": "person"}]
+    anns = [{"id": 10, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]},
+            {"id": 11, "image_id": 1, "category_id": 7, "bbox": [10, 0, 5, 5]},
+            {"id": 12, "image_id": 1, "bbox": [20, 0, 5, 5]},  # no category_id: category 1
+            {"id": 13, "image_id": 1, "category_id": 2, "bbox": [30, 0, 5, 5]}]
+    p = _coco_file(tmp_path, anns, cats)
+    with pytest.raises(DataError, match=r"ann\.json: annotations\[1\] \(id 11\): category_id 7 is not one of the "
+                                        r"file's categories \(1: face, 2: person\)"):
+        CocoFaces(p)
+    ds = CocoFaces(p, on_bad_sample="skip", categories=["face"])
+    assert (ds.summary.faces, ds.summary.skipped_annotations) == (2, 1)  # person filtered, category 7 counted
+    assert "skipped 0 images and 1 bad annotations; e.g. " in str(ds.summary) and "category_id 7" in str(ds.summary)
+
+
 def test_coco_missing_image_named(tmp_path):
     p = _coco_file(tmp_path, [])
     (tmp_path / "img" / "a.jpg").unlink()
@@ -275,6 +292,21 @@ def test_yolo_malformed_line_and_class_filter(tmp_path):
     np.testing.assert_allclose(ds.records[0]["boxes"], [[48, 40, 72, 60]])
     both = YoloFaces(root / "data.yaml", split="val", label_map={"face": 0, "hand": 3}, on_bad_sample="skip")
     assert both.records[0]["labels"].tolist() == [0, 3]
+
+
+def test_yolo_class_outside_names_is_a_bad_label(tmp_path):
+    """Class 2 with ``names: [face, hand]`` used to be dropped silently (the face trained as background)."""
+    root = tmp_path / "yolo"
+    _write_image(root / "train" / "images" / "a.jpg")
+    (root / "train" / "labels").mkdir(parents=True)
+    (root / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n2 0.2 0.2 0.1 0.1\n1 0.8 0.8 0.1 0.1\n")
+    (root / "data.yaml").write_text("train: train/images\nnames: {0: face, 1: hand}\n")
+    with pytest.raises(DataError, match=r"a\.txt:2: class 2 is not one of the classes of .*data\.yaml "
+                                        r"\(0: face, 1: hand\), got '2 0.2 0.2 0.1 0.1'"):
+        YoloFaces(root / "data.yaml", split="train")
+    ds = YoloFaces(root / "data.yaml", split="train", classes=["face"], on_bad_sample="skip")
+    assert (ds.summary.faces, ds.summary.skipped_annotations) == (1, 1)  # hand filtered, class 2 counted
+    assert "a.txt:2: class 2" in str(ds.summary)
 
 
 # ---------------------------------------------------------------- Concat, ImageFolder, registry

@@ -50,7 +50,10 @@ QUICKSTART = REPO / "configs" / "quickstart.yml"
     ("+eval.maxdet=5", "unknown config key 'eval.maxdet'; did you mean eval.max_det"),
     ("+trian.epochs=3", "unknown config key 'trian'; did you mean train? Known top-level keys: model, data, "
                         "train, eval, imports"),
-    ("+imports=my_faces", "imports = 'my_faces': expected a list of module names"),
+    ("+imports=5", "imports = 5: expected a list of module names"),
+    ("+imports=[a, 5]", "imports = ['a', 5]: expected a list of module names"),
+    ("model.postprocess.score_thr=1.5", "model.postprocess.score_thr = 1.5: expected a number >= 0 and <= 1"),
+    ("model.postprocess.score_thr=-0.1", "model.postprocess.score_thr = -0.1: expected a number >= 0 and <= 1"),
 ])
 def test_bad_value_is_one_config_error_naming_key_given_and_expected(override, message):
     with pytest.raises(C.ConfigError) as err:

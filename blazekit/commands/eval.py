@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..engine.cli import user_errors
+from ..engine.cli import device_problem, user_errors
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
@@ -43,6 +43,11 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_common_args(p)
     args = p.parse_args(argv)
+    why = device_problem(args.device)
+    if why:
+        p.error(why)
+    if args.max_images is not None and args.max_images < 1:
+        p.error(f"--max-images must be >= 1 (the first N images are evaluated), got {args.max_images}")
     if args.backend == "onnxruntime" and args.device != "cpu":
         p.error(f"--backend onnxruntime runs on the CPU; drop --device {args.device} or use --backend torch")
     if args.backend == "onnxruntime" and not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
@@ -54,14 +59,14 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = parse_args(argv, prog)
     from .. import config as cfglib
-    from ..models.build import build_detector
+    from ..models.build import build_detector, inference_weights
     from ..engine.evaluator import Evaluator, format_table
     from ..engine.trainer import check_dataset_paths
     from ..evaluation.plots import plot_pr_curves
 
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
+    weights = inference_weights(cfg, args.weights)  # never an untrained detector
     check_dataset_paths(cfg, splits=(args.split,))  # a missing dataset says where it was expected
-    weights = args.weights or (cfg.get("model") or {}).get("init")
     detector = build_detector(cfg, weights=weights, device=args.device)
     ev = Evaluator(detector, cfg, split=args.split, progress=not args.quiet, max_images=args.max_images,
                    save_preds=args.save_preds, vis_dir=args.vis, num_vis=args.num_vis,

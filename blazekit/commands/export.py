@@ -65,6 +65,8 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
                     "post-processing (set the score threshold in MediaPipe)")
     if args.opset < 11:
         p.error(f"--opset must be >= 11 (NonMaxSuppression, dynamic shapes), got {args.opset}")
+    if args.score_thr is not None and not 0.0 <= args.score_thr <= 1.0:
+        p.error(f"--score-thr must be in [0, 1], got {args.score_thr}")
     if args.channel_multiple < 1:
         p.error(f"--channel-multiple must be >= 1, got {args.channel_multiple}")
     return args
@@ -74,10 +76,10 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = parse_args(argv, prog)
     from .. import config as cfglib
-    from ..models.build import build_detector
+    from ..models.build import build_detector, inference_weights
 
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
-    detector = build_detector(cfg, weights=args.weights, device="cpu").eval()
+    detector = build_detector(cfg, weights=inference_weights(cfg, args.weights), device="cpu").eval()
     if args.format == "tflite":
         from ..deploy.tflite import export_tflite, mediapipe_postprocess_note
 

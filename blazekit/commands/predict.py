@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..engine.cli import user_errors
+from ..engine.cli import device_problem, user_errors
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
@@ -46,6 +46,9 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_common_args(p)
     args = p.parse_args(argv)
+    why = device_problem(args.device)
+    if why:
+        p.error(why)
     if args.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.score_thr is not None and not 0.0 <= args.score_thr <= 1.0:
@@ -63,12 +66,13 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = parse_args(argv, prog)
     from .. import config as cfglib, options
-    from ..models.build import build_detector
+    from ..models.build import build_detector, inference_weights
     from ..deploy.fuse import fuse_bn
     from ..inference import expand_sources, predict_sources
 
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
     options.validate(cfg, require=("model",))
+    weights = inference_weights(cfg, args.weights)  # never an untrained detector
     pp = cfg["model"].setdefault("postprocess", {})
     if args.score_thr is not None:
         pp["score_thr"] = args.score_thr
@@ -80,7 +84,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     if not sources:
         print("error: no image or video found in the given sources", file=sys.stderr)
         return 2
-    detector = build_detector(cfg, weights=args.weights, device=args.device)
+    detector = build_detector(cfg, weights=weights, device=args.device)
     detector.eval()
     if args.threads:
         import torch

@@ -1,15 +1,19 @@
 """Train a BlazeFace detector from a config.
 
     python tools/train.py configs/blazeface_front.yml [--set a.b=c ...] [--work-dir DIR]
-        [--resume [CKPT|auto]] [--import MODULE] [--device cpu|cuda] [--seed N]
+        [--resume [CKPT|auto] | --overwrite] [--import MODULE] [--device cpu|cuda] [--seed N]
 
 Multi-GPU / multi-process: ``torchrun --nproc_per_node N tools/train.py CONFIG`` (DDP; NCCL on GPUs,
-gloo on CPU). Everything happens in :class:`blazekit.engine.trainer.Trainer`; this file only parses args.
+gloo on CPU). A work dir holding a previous run's checkpoints is refused unless --resume (continue it) or
+--overwrite (replace it); one in use by a running run (its train.lock) is refused.
+Everything happens in :class:`blazekit.engine.trainer.Trainer`; this file only parses args.
 """
 from __future__ import annotations
 
 import argparse
 from typing import Optional, Sequence
+
+from ..engine.cli import device_problem
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
@@ -21,9 +25,16 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     p.add_argument("--work-dir", default=None, help="output folder (default: train.work_dir or work_dirs/<config>)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT|auto",
                    help="resume from a checkpoint; 'auto' or no value: WORK_DIR/last.pt if it exists")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the previous run in the work dir (by default a work dir holding last.pt/best.pt is "
+                        "refused: --resume continues it, --work-dir picks another folder)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    why = device_problem(args.device)
+    if why:
+        p.error(why)
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
@@ -36,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
 
     def train(_argv=None) -> int:
         trainer = Trainer(args.config, work_dir=args.work_dir, device=args.device, resume=args.resume,
-                          seed=args.seed, overrides=args.overrides, imports=args.imports)
+                          seed=args.seed, overrides=args.overrides, imports=args.imports, overwrite=args.overwrite)
         summary.update(trainer.fit(), rank=dist_utils.get_rank())  # the rank is gone after cleanup()
         return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from typing import Any, Callable, Optional, Sequence, Tuple, Type
 
@@ -21,6 +22,18 @@ USER_ERRORS = (
     ("blazekit.engine.state", "TrainingError"), ("blazekit.evaluation.wider", "WiderFormatError"),
     ("blazekit.inference", "SourceError"), ("blazekit.convert", "ConversionError"),
 )
+
+
+#: the ``--device`` values blazekit runs on, as error messages list them
+DEVICES = "cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
+
+
+def device_problem(device: Optional[str]) -> Optional[str]:
+    """Why ``device`` is not a device blazekit runs on, or None (None itself: the tool's default). Checked before
+    any work, so ``--device banana`` is refused instead of quietly meaning the CPU."""
+    if device is None or re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        return None
+    return f"--device {device!r}: expected {DEVICES}"
 
 
 def user_error_types() -> Tuple[Type[BaseException], ...]:

@@ -32,9 +32,15 @@ def get_world_size() -> int:
 def init_distributed(device: Optional[str] = None, timeout_minutes: float = 30.0) -> torch.device:
     """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); return this rank's device.
 
-    ``device`` is "cpu", "cuda" or None (cuda when available). Without torchrun's variables it only
-    resolves the device.
+    ``device`` is "cpu", "cuda", "cuda:N", "mps" or None (cuda when available). Without torchrun's variables it
+    only resolves the device.
     """
+    from ..config import ConfigError
+    from .cli import device_problem
+
+    why = device_problem(device)
+    if why:
+        raise ConfigError(why)
     want_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     if want_cuda and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but torch.cuda.is_available() is False; use --device cpu")
@@ -48,7 +54,7 @@ def init_distributed(device: Optional[str] = None, timeout_minutes: float = 30.0
         if device and ":" in device:
             return torch.device(device)
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+    return torch.device("mps" if device == "mps" else "cpu")
 
 
 def cleanup() -> None:

@@ -18,6 +18,7 @@ import math
 import os
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -36,6 +37,7 @@ from .hooks import EMAHook, EvalHook, HookBase, LoggingHook, PeriodicCheckpointH
 from .logger import RunLogger, fmt_metrics, scalar_floats
 from .optim import build_lr_scheduler, build_optimizer
 from .distill import build_teacher
+from . import workdir
 from .state import (TrainingError, amp_dtype, build_train_model, check_resumable, gather_rng_states,
                     restore_rng_state, seed_everything)
 
@@ -55,20 +57,21 @@ def _to_device(targets: List[Dict[str, Any]], device: torch.device) -> List[Dict
 class Trainer:
     """Builds everything from a config and runs ``fit()``; importable so notebooks train the same way.
 
-    ``resume``: None (fresh), ``"auto"`` (``work_dir/last.pt`` if present) or a checkpoint path.
+    ``resume``: None (fresh), ``"auto"`` (``work_dir/last.pt`` if present) or a checkpoint path. A fresh run into a
+    work dir holding an earlier run's checkpoints is refused unless ``overwrite`` (:mod:`.workdir`).
     """
 
     def __init__(self, cfg: Union[str, os.PathLike, Mapping[str, Any]], work_dir: Optional[Union[str, Path]] = None,
                  device: Optional[str] = None, resume: Optional[str] = None, seed: Optional[int] = None,
-                 overrides: Sequence[str] = (), imports: Sequence[str] = ()) -> None:
+                 overrides: Sequence[str] = (), imports: Sequence[str] = (), overwrite: bool = False) -> None:
         if isinstance(cfg, (str, os.PathLike)):
             cfg = config_lib.load(cfg, imports=imports)
         else:
             cfg = copy.deepcopy(dict(cfg))
-            config_lib.import_modules(list(cfg.get("imports", [])) + list(imports))
+            config_lib.import_modules(config_lib.module_names(cfg.get("imports")) + list(imports))
         cfg["train"] = self._train_cfg(cfg)  # defaults filled first, so --set train.<any option>=... works
         cfg = config_lib.apply_overrides(cfg, overrides)
-        config_lib.import_modules(cfg.get("imports", []))
+        config_lib.import_modules(config_lib.module_names(cfg.get("imports"), cfg.get("_source_")))
         self.cfg: Dict[str, Any] = cfg
         self.tcfg = self._train_cfg(cfg)
         if seed is not None:
@@ -81,7 +84,15 @@ class Trainer:
         self.is_main = self.rank == 0
         self.work_dir = Path(work_dir or self.tcfg["work_dir"] or Path("work_dirs") / _config_stem(cfg))
         self.tcfg["work_dir"] = str(self.work_dir)
+        self.lock = workdir.claim(self.work_dir, bool(resume), overwrite) if self.is_main else None
+        if self.lock is not None:
+            weakref.finalize(self, self.lock.release)  # a Trainer dropped without fit() frees its work dir too
         self.logger = log = RunLogger(self.work_dir, enabled=self.is_main, tensorboard=bool(self.tcfg["tensorboard"]))
+        if self.lock is not None and self.lock.took_over:
+            log.info("took over %s from %s, which is no longer running", self.lock.path, self.lock.took_over)
+        if self.lock is not None and self.lock.replaced:
+            log.info("--overwrite: removed the previous run (%s) from %s", ", ".join(self.lock.replaced),
+                     self.work_dir)
         removed = remove_partial_writes(self.work_dir) if self.is_main and self.work_dir.is_dir() else 0
         if removed:
             log.info("removed %d partial checkpoint file(s) left by an interrupted write in %s", removed, self.work_dir)
@@ -346,6 +357,8 @@ class Trainer:
         finally:
             if self.is_main:
                 self.logger.plot()
+            if self.lock is not None:
+                self.lock.release()
         elapsed = time.time() - t_start
         before, last_val = self.eval_hook.before, (self.history[-1] if self.history else {})
         key = self.tcfg["val_metric"]

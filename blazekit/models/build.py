@@ -17,7 +17,8 @@ from torch import nn
 from .. import anchors as _anchors, coder as _coder, losses as _losses, matcher as _matcher  # noqa: F401
 from .. import postprocess as _postprocess  # noqa: F401  (the imports above and here register the built-ins)
 from .. import config as config_lib, options
-from ..checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights
+from ..checkpoint import (CheckpointError, architecture_diff, check_compatible, load_checkpoint,
+                          load_model_weights)
 from ..registry import (ANCHOR_GENERATORS, BACKBONES, BOX_CODERS, DETECTORS, HEADS, LOSSES, MATCHERS, NECKS,
                         POSTPROCESSORS)
 from . import backbones as _backbones, full_range as _full_range, heads as _heads  # noqa: F401
@@ -88,6 +89,33 @@ def load_weights(model: nn.Module, weights: PathLike, strict: bool = True) -> Di
     return load_model_weights(model, ckpt, strict=strict, source=source)
 
 
+def shipped_weights_for(model_cfg: Mapping[str, Any]) -> List[str]:
+    """Names of the shipped weights whose architecture fits ``model_cfg`` (a ``model`` section)."""
+    from ..weights import NAMED_WEIGHTS
+
+    return [name for name, path in NAMED_WEIGHTS.items()
+            if path.is_file() and not architecture_diff(load_checkpoint(path).get("model_cfg"), model_cfg)]
+
+
+def inference_weights(cfg: Mapping[str, Any], weights: Optional[PathLike] = None) -> PathLike:
+    """The weights eval / predict / export run: ``weights`` (``--weights``), else the config's ``model.init``.
+
+    With neither, the detector would keep its random initialisation and find no faces while every tool exits 0, so
+    that is a :class:`~blazekit.config.ConfigError` naming the ``--weights`` to give instead.
+    """
+    model_cfg = model_section(cfg)
+    if weights or model_cfg.get("init"):
+        return weights or model_cfg["init"]
+    fits = shipped_weights_for(model_cfg)
+    stem = os.path.splitext(os.path.basename(cfg.get("_source_") or "run"))[0]
+    ckpt = f"a checkpoint you trained (e.g. --weights work_dirs/{stem}/best.pt)"
+    give = (f"--weights {' or '.join(fits)} (shipped, for this architecture) or {ckpt}" if fits else
+            f"{ckpt}; the shipped weights are other architectures")
+    src = cfg.get("_source_")
+    raise config_lib.ConfigError(f"{src + ': ' if src else ''}no weights to run: neither --weights nor model.init is "
+                                 f"set (an untrained detector finds no faces); give {give}")
+
+
 def build_detector(config_or_path: Union[PathLike, Mapping[str, Any]], weights: Optional[PathLike] = None,
                    device: Union[str, torch.device] = "cpu") -> nn.Module:
     """Build the detector of a config file, full config dict or ``model`` section.
@@ -106,4 +134,5 @@ def build_detector(config_or_path: Union[PathLike, Mapping[str, Any]], weights: 
     return model.to(device)
 
 
-__all__ = ["blazeface_from_config", "build_detector", "load_weights", "model_section", "CheckpointError"]
+__all__ = ["blazeface_from_config", "build_detector", "inference_weights", "load_weights", "model_section",
+           "shipped_weights_for", "CheckpointError"]

@@ -84,14 +84,14 @@ class CocoFaces(FaceDataset):
     def _field_error(self, where: str, msg: str) -> DataError:
         return DataError(f"{self.ann_file}: {where}: {msg}")
 
-    def _category_labels(self, cats: List[Dict[str, Any]]) -> Dict[int, int]:
-        """category id -> label for the kept categories."""
+    def _category_names(self, cats: List[Dict[str, Any]]) -> Dict[Any, str]:
+        """category id -> name of every category the file lists."""
         by_id = {}
         for i, c in enumerate(cats):
             if not isinstance(c, Mapping) or "id" not in c:
                 raise self._field_error(f"categories[{i}]", f"expected an object with 'id' and 'name', got {c!r}")
             by_id[c["id"]] = c.get("name", str(c["id"]))
-        return select_labels(by_id, self.categories, self.label_map, self._field_error)
+        return by_id
 
     def load_records(self) -> List[FaceRecord]:
         if not self.ann_file.is_file():
@@ -104,13 +104,14 @@ class CocoFaces(FaceDataset):
         for key in ("images", "annotations"):
             if not isinstance(data.get(key), list):
                 raise self._field_error(key, "missing or not a list (a COCO file needs 'images' and 'annotations')")
-        labels = self._category_labels(data.get("categories") or [{"id": 1, "name": "face"}])
+        names = self._category_names(data.get("categories") or [{"id": 1, "name": "face"}])
+        labels = select_labels(names, self.categories, self.label_map, self._field_error)
         K = self.num_keypoints
         faces: Dict[Any, List[Dict[str, Any]]] = defaultdict(list)
         for i, ann in enumerate(data["annotations"]):
             where = f"annotations[{i}]" + (f" (id {ann.get('id')})" if isinstance(ann, Mapping) else "")
             try:
-                face = self._parse_annotation(ann, where, labels, K)
+                face = self._parse_annotation(ann, where, names, labels, K)
             except DataError as exc:
                 self.bad_sample(exc)
                 continue
@@ -145,11 +146,16 @@ class CocoFaces(FaceDataset):
                 ignore=np.asarray([f["ignore"] for f in fs], bool), extras=extras))
         return records
 
-    def _parse_annotation(self, ann: Any, where: str, labels: Dict[int, int], K: int) -> Optional[Dict[str, Any]]:
+    def _parse_annotation(self, ann: Any, where: str, names: Dict[Any, str], labels: Dict[Any, int],
+                          K: int) -> Optional[Dict[str, Any]]:
         if not isinstance(ann, Mapping) or "image_id" not in ann:
             raise self._field_error(where, f"expected an object with 'image_id', got {ann!r}")
-        if ann.get("category_id", 1) not in labels:
-            return None
+        cid = ann.get("category_id", 1)
+        if cid not in names:  # a labelling mistake: dropping the face would train it as background
+            raise self._field_error(where, f"category_id {cid!r} is not one of the file's categories "
+                                           f"({', '.join(f'{i}: {n}' for i, n in names.items())})")
+        if cid not in labels:
+            return None  # a category left out on purpose (``categories``)
         bbox = ann.get("bbox")
         if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
                 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)):

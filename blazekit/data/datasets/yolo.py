@@ -91,17 +91,21 @@ class YoloFaces(FaceDataset):
                                 "image folder nor a .txt list of images")
         return files
 
-    def _class_labels(self, names) -> Dict[int, int]:
-        if isinstance(names, Mapping):
-            by_idx = {int(k): str(v) for k, v in names.items()}
-        else:
-            by_idx = dict(enumerate(names or ["face"]))
-        return select_labels(by_idx, self.classes, self.label_map,
+    def _class_labels(self, names: Dict[int, str]) -> Dict[int, int]:
+        return select_labels(names, self.classes, self.label_map,
                              lambda field, msg: DataError(f"{self.data_yaml}: {field.replace('categories', 'classes')}: {msg}"))
+
+    @staticmethod
+    def _class_names(names) -> Dict[int, str]:
+        """class index -> name of every class ``names:`` lists (a list or an index mapping; default one face)."""
+        if isinstance(names, Mapping):
+            return {int(k): str(v) for k, v in names.items()}
+        return dict(enumerate(names or ["face"]))
 
     def load_records(self) -> List[FaceRecord]:
         data = self._read_yaml()
-        labels = self._class_labels(data.get("names"))
+        names = self._class_names(data.get("names"))
+        labels = self._class_labels(names)
         K = self.num_keypoints
         records = []
         for img in self._image_files(data):
@@ -128,8 +132,13 @@ class YoloFaces(FaceDataset):
                         f"{K} x 'x y [v]', got {line.strip()!r}"))
                     continue
                 c = int(vals[0])
-                if c not in labels:
+                if c not in names:  # a labelling mistake: dropping the face would train it as background
+                    self.bad_sample(DataError(
+                        f"{lab_file}:{lineno}: class {c} is not one of the classes of {self.data_yaml} "
+                        f"({', '.join(f'{i}: {n}' for i, n in names.items())}), got {line.strip()!r}"))
                     continue
+                if c not in labels:
+                    continue  # a class left out on purpose (``classes``)
                 cx, cy, bw, bh = vals[1] * w, vals[2] * h, vals[3] * w, vals[4] * h
                 boxes.append([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
                 labs.append(labels[c])
