@@ -212,8 +212,13 @@ def test_refuses_what_mediapipes_graph_hard_codes(overrides, says, tmp_path):
 
 
 def test_refuses_the_back_model_by_cli(tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "tools" / "export.py"), str(REPO / "configs" / "blazeface_back.yml"),
-                        "--format", "tflite", "--out", str(tmp_path / "b.tflite")], capture_output=True, text=True)
+    from blazekit.checkpoint import model_checkpoint, save_checkpoint
+
+    back = REPO / "configs" / "blazeface_back.yml"
+    save_checkpoint(tmp_path / "back.pt", model_checkpoint(blazekit.build_detector(back)))
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "export.py"), str(back), "--weights",
+                        str(tmp_path / "back.pt"), "--format", "tflite", "--out", str(tmp_path / "b.tflite")],
+                       capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "back model (256x256) has none" in r.stderr
     assert not (tmp_path / "b.tflite").exists()
