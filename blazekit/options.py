@@ -160,6 +160,8 @@ TRAIN: Dict[str, Opt] = {
     "norm_eval": Opt(boolean, False, "keep BatchNorm in eval mode (running stats fixed; affine still trained)"),
     "calibrate_bn": Opt(integer(0), 0, "before training from model.init, measure BatchNorm statistics on this many "
                         "training batches (eval outputs unchanged) so train-mode BN starts from the pretrained model"),
+    "keep_sparsity": Opt(boolean, False, "weights that start at zero in a pruned conv (>= 25 % zeros, MediaPipe full "
+                         "range) stay zero, so the .tflite export keeps MediaPipe's sparse layout"),
     "sync_bn": Opt(boolean, False, "convert BatchNorm to SyncBatchNorm under DDP"),
     "find_unused_parameters": Opt(boolean, False),
     "seed": Opt(integer(0), 0),

@@ -269,3 +269,31 @@ def test_full_range_weights_that_left_the_sparse_layout(tmp_path):
     lite_reg, lite_logits = _litert(done.path, x)
     assert np.abs(lite_reg - reg).max() <= 2e-3 * np.abs(reg).max()
     assert np.abs(lite_logits - logits).max() <= 2e-3 * np.abs(logits).max()
+
+
+def test_keep_sparsity_fine_tune_exports_in_mediapipes_sparse_layout(tmp_path, monkeypatch):
+    """``train.keep_sparsity``: a full-range fine-tune (every layer trained) keeps the pruned zeros, so the export
+    keeps all 46 sparse tensors without --densify while the non-zero weights did move."""
+    import yaml
+
+    from blazekit.checkpoint import load_checkpoint
+    from blazekit.engine.trainer import Trainer
+
+    monkeypatch.chdir(REPO)  # the demo set's paths are relative to the checkout
+    cfg = {"_base_": [str(FULL), str(REPO / "configs/_base_/datasets/demo.yml"),
+                      str(REPO / "configs/_base_/schedules/finetune_adamw.yml")],
+           "model": {"init": "mediapipe_full_range"},
+           "train": {"epochs": 2, "keep_sparsity": True, "val_interval": 0, "val_metric": "coco/AP", "val_vis": 0, "progress_bar": False,
+                     "tensorboard": False, "optimizer": {"_replace_": True, "type": "AdamW", "lr": 1e-3}}}
+    path = tmp_path / "full.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    Trainer(str(path), work_dir=tmp_path / "run", seed=0).fit()
+    tuned = blazekit.build_detector(FULL, weights=str(tmp_path / "run" / "last.pt")).eval()
+    start = load_checkpoint(blazekit.weights.resolve_weights("mediapipe_full_range"))["state_dict"]
+    now = tuned.state_dict()
+    pruned = [k for k, v in start.items() if v.dim() == 4 and (v == 0).float().mean() >= 0.25]
+    assert len(pruned) >= 46
+    assert all(torch.equal(now[k][start[k] == 0], torch.zeros_like(now[k][start[k] == 0])) for k in pruned)
+    assert any(not torch.equal(now[k], start[k]) for k in pruned)
+    done = export_tflite(tuned, tmp_path / "tuned.tflite")
+    assert done.sparse_kept == 46 and not done.densified and done.tensors_changed > 100

@@ -245,9 +245,9 @@ def _write(buf: bytes, writes: Sequence[Tuple[int, bytes, str]]) -> Tuple[bytes,
 
 
 # ----------------------------------------------------------------------------- restructuring
-def _restructure(buf: bytes, fp32: bool, densify: Set[int]) -> bytes:
-    """A copy of the graph with constant weights stored dense (``densify``: these sparse tensors; ``fp32``: all,
-    as float32): their DENSIFY / DEQUANTIZE ops are dropped and the op's output tensor holds the data itself."""
+def _restructure(buf: bytes, fp32: bool, densify: Union[bool, Set[int]]) -> bytes:
+    """A copy of the graph with constant weights stored dense (``densify``: these sparse tensors, or True for all;
+    ``fp32``: all, as float32): their DENSIFY / DEQUANTIZE ops are dropped and the op's output tensor holds the data itself."""
     try:
         import flatbuffers
         from ai_edge_litert import schema_py_generated as schema
@@ -291,7 +291,7 @@ def _restructure(buf: bytes, fp32: bool, densify: Set[int]) -> bytes:
         code, src, dst = codes[op.opcodeIndex], int(op.inputs[0]), int(op.outputs[0])
         if uses.get(src, 0) != 1:
             continue  # a constant read by other ops too stays as it is
-        if code == schema.BuiltinOperator.DENSIFY and is_const(src) and (fp32 or src in densify):
+        if code == schema.BuiltinOperator.DENSIFY and is_const(src) and (fp32 or densify is True or src in densify):
             consumer = [o for o in graph.operators if dst in list(o.inputs)]
             if fp32 and all(codes[o.opcodeIndex] == schema.BuiltinOperator.DEQUANTIZE for o in consumer):
                 continue  # the DEQUANTIZE after it stores the fp32 data

@@ -33,7 +33,7 @@ from ..data.loader import DatasetNotFoundError, build_dataloader, check_dataset_
 from ..data.sampler import EpochSampler
 from . import distributed as dist_utils
 from .ema import ModelEMA, unwrap
-from .hooks import EMAHook, EvalHook, HookBase, LoggingHook, PeriodicCheckpointHook
+from .hooks import EMAHook, EvalHook, HookBase, KeepSparsityHook, LoggingHook, PeriodicCheckpointHook
 from .logger import RunLogger, fmt_metrics, scalar_floats
 from .optim import build_lr_scheduler, build_optimizer
 from .distill import build_teacher
@@ -137,6 +137,8 @@ class Trainer:
         self.last_lr, self.last_batch_size = 0.0, 0
         self.eval_hook = EvalHook()
         self.hooks: List[HookBase] = [EMAHook(), LoggingHook(), PeriodicCheckpointHook(), self.eval_hook]
+        if self.tcfg["keep_sparsity"]:
+            self.hooks.insert(0, KeepSparsityHook())
         for h in self.hooks:
             h.trainer = self
         if resume:
