@@ -83,6 +83,15 @@ def _dataset_cfgs(cfg: Mapping[str, Any], split: str) -> List[Tuple[str, Dict[st
     return out
 
 
+def eval_datasets(cfg: Mapping[str, Any], split: str = "val") -> List[Tuple[str, Dict[str, Any], Any]]:
+    """``(name, dataset config, dataset)`` of each dataset of ``data.<split>``, raw (no transforms), as the evaluator
+    scores them. Building one checks it (repeated image ids, unreadable files), so the trainer builds its
+    validation sets once before training instead of failing at the first validation."""
+    from ..data import build_dataset
+
+    return [(name, ds_cfg, build_dataset(ds_cfg)) for name, ds_cfg in _dataset_cfgs(cfg, split)]
+
+
 @dataclass
 class DatasetPredictions:
     """Everything one dataset's evaluation needs, collected in one pass over the images."""
@@ -101,10 +110,11 @@ class Evaluator:
     def __init__(self, detector: Any, cfg: Mapping[str, Any], split: str = "val", progress: bool = True,
                  max_images: Optional[int] = None, save_preds: Optional[Union[str, os.PathLike]] = None,
                  vis_dir: Optional[Union[str, os.PathLike]] = None, num_vis: int = 8, vis_score_thr: float = 0.5,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", datasets: Optional[List[Tuple[str, Dict[str, Any], Any]]] = None) -> None:
         """``vis_dir``: write the first ``num_vis`` images of each dataset as PNGs with the ground truth
         (green; ignored faces grey) and the detections scoring at least ``vis_score_thr`` (red) drawn.
-        ``backend``: one of :data:`BACKENDS` (see the module docstring)."""
+        ``backend``: one of :data:`BACKENDS` (see the module docstring). ``datasets``: :func:`eval_datasets` of
+        ``cfg`` already built (the trainer's, reused every validation); built from ``cfg`` by default."""
         if backend not in BACKENDS:
             raise ValueError(f"Evaluator: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.detector = detector
@@ -116,6 +126,7 @@ class Evaluator:
         self.vis_dir = Path(vis_dir) if vis_dir else None
         self.num_vis, self.vis_score_thr = int(num_vis), float(vis_score_thr)
         self.vis_written: List[Path] = []
+        self.datasets = datasets
         self.opts = options.eval_options(cfg)
         self.wider_results: Dict[str, WiderResult] = {}
         self.backend = resolve_backend(backend, detector, self.opts["test_scale"])
@@ -174,9 +185,9 @@ class Evaluator:
         if hasattr(self.detector, "eval"):
             self.detector.eval()
         try:
-            for name, ds_cfg in _dataset_cfgs(self.cfg, self.split):
+            for name, ds_cfg, dataset in self.datasets or eval_datasets(self.cfg, self.split):
                 prefix = f"{name}/" if name else ""
-                metrics = self._evaluate_dataset(name, ds_cfg)
+                metrics = self._evaluate_dataset(name, ds_cfg, dataset)
                 results.update({prefix + k: v for k, v in metrics.items()})
         finally:
             if was_training and hasattr(self.detector, "train"):
@@ -267,11 +278,9 @@ class Evaluator:
 
         return run
 
-    def _evaluate_dataset(self, name: str, ds_cfg: Dict[str, Any]) -> Dict[str, float]:
-        from ..data import build_dataset
+    def _evaluate_dataset(self, name: str, ds_cfg: Dict[str, Any], dataset: Any) -> Dict[str, float]:
         from tqdm import tqdm
 
-        dataset = build_dataset(ds_cfg)
         n = len(dataset) if self.max_images is None else min(len(dataset), int(self.max_images))
         collected = DatasetPredictions()
         score_thr = self.opts["score_thr"]
@@ -279,8 +288,12 @@ class Evaluator:
         bar = tqdm(total=n, desc=f"eval {name or ds_cfg.get('type', '')}".strip(), disable=not self.progress,
                    unit="img", leave=False)
 
+        # an unreadable image under on_bad_sample: skip is left out (load_sample gives None), never replaced by
+        # another image, which would then be scored twice
+        get = getattr(dataset, "load_sample", None) or dataset.__getitem__
+
         def load(start: int) -> List[Dict[str, Any]]:
-            return [dataset[i] for i in range(start, min(n, start + bs))]
+            return [s for s in (get(i) for i in range(start, min(n, start + bs))) if s is not None]
 
         with ThreadPoolExecutor(1, thread_name_prefix="eval-load") as pool:  # the next batch loads meanwhile
             pending = pool.submit(load, 0)
@@ -294,7 +307,7 @@ class Evaluator:
                     self._collect(collected, s, p, score_thr, r)
                     if self.vis_dir is not None and len(collected.gt) <= self.num_vis:
                         self._draw(name, s, p, collected.gt[-1].ignore)
-                bar.update(len(samples))
+                bar.update(min(n, start + bs) - start)
         bar.close()
         return self._metrics(name, ds_cfg, collected)
 
@@ -400,8 +413,8 @@ def subset_ground_truth(gt: WiderGroundTruth, keys) -> WiderGroundTruth:
 
 def evaluate(detector: Any, cfg: Mapping[str, Any], split: str = "val", progress: bool = True,
              max_images: Optional[int] = None, save_preds: Optional[Union[str, os.PathLike]] = None,
-             vis_dir: Optional[Union[str, os.PathLike]] = None, num_vis: int = 8, backend: str = "torch"
-             ) -> Dict[str, float]:
+             vis_dir: Optional[Union[str, os.PathLike]] = None, num_vis: int = 8, backend: str = "torch",
+             datasets: Optional[List[Tuple[str, Dict[str, Any], Any]]] = None) -> Dict[str, float]:
     """Evaluate ``detector`` on ``cfg['data'][split]``; flat ``{metric: value}`` (see the module docstring).
 
     ``cfg['eval']`` ``score_thr``/``max_det`` are passed to ``detector.predict`` (the model's own settings
@@ -412,7 +425,7 @@ def evaluate(detector: Any, cfg: Mapping[str, Any], split: str = "val", progress
     a small validation set (``tools/eval.py`` defaults to ``auto``).
     """
     return Evaluator(detector, cfg, split=split, progress=progress, max_images=max_images, save_preds=save_preds,
-                     vis_dir=vis_dir, num_vis=num_vis, backend=backend).run()
+                     vis_dir=vis_dir, num_vis=num_vis, backend=backend, datasets=datasets).run()
 
 
 def resolve_backend(backend: str, detector: Any, test_scale: Any = None) -> str:

@@ -154,7 +154,8 @@ class EvalHook(HookBase):
             vis_dir = t.work_dir / "vis" / f"epoch_{t.epoch:03d}" if n_vis > 0 else None
             # the evaluator sets eval mode / no_grad and restores the model's mode itself
             metrics = scalar_floats(evaluate(net, t.cfg, split="val", progress=bool(t.tcfg["progress_bar"]),
-                                             vis_dir=vis_dir, num_vis=n_vis))
+                                             vis_dir=vis_dir, num_vis=n_vis,
+                                             datasets=getattr(t, "val_datasets", None)))  # built at the start
         metrics = dist_utils.broadcast_object(metrics)
         key = t.tcfg["val_metric"]
         if key not in metrics:

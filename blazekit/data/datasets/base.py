@@ -6,6 +6,7 @@ WIDER, COCO, YOLO or user dataset behaves the same way and nothing silently disa
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field, fields
@@ -232,11 +233,19 @@ class FaceDataset(Dataset):
         self.min_size = float(min_size)
         self.summary = DatasetSummary(name=self.describe())
         self.records: List[Dict[str, Any]] = []
+        first_of: Dict[Any, str] = {}  # image id -> path: evaluation keys everything by image id
         for rec in self.load_records():
             try:
-                self.records.append(self._validate(rec))
+                out = self._validate(rec)
+                twin = first_of.get(out["image_id"])
+                if twin is not None:
+                    raise DataError(f"{self.describe()}: image id {out['image_id']!r} is listed twice ({twin} and "
+                                    f"{out['path']}); every image needs its own id")
             except DataError as exc:
                 self.bad_sample(exc, kind="image", path=rec.path)
+                continue
+            first_of[out["image_id"]] = out["path"]
+            self.records.append(out)
         self.summary.images = len(self.records)
         logger.info(str(self.summary))
         if self.summary.skipped_files:
@@ -283,6 +292,9 @@ class FaceDataset(Dataset):
         why = jpeg_problem(path)
         if why is not None:
             raise DataError(f"corrupt image {path} (listed by {self.describe()}): {why}")
+        if not cv2.haveImageReader(path):  # reads the signature only: a text file named .jpg is caught here, not later
+            raise DataError(f"cannot decode image {path} (listed by {self.describe()}): not an image format OpenCV "
+                            "reads")
         K = self.num_keypoints
         boxes = _as_array([] if rec.boxes is None else rec.boxes, np.float32, (4,), None, "boxes", where)
         n = len(boxes)
@@ -346,22 +358,51 @@ class FaceDataset(Dataset):
         sample["image"] = image
         return sample
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        tries = len(self) if self.on_bad_sample == "skip" else 1
-        for attempt in range(tries):
-            i = (index + attempt) % len(self)
-            try:
-                sample = self.get_raw(i)
-                break
-            except DataError as exc:
-                if self.on_bad_sample == "raise":
-                    raise
-                self.summary.skipped_images += 1
-                self.summary.skipped_files.append(self.records[i]["path"])
-                logger.warning("skipping unreadable sample %d (%s): %s", i, self.describe(), exc)
-        else:
-            raise DataError(f"{self.describe()}: no readable image left (on_bad_sample=skip skipped all {len(self)})")
+    def load_sample(self, index: int) -> Optional[Dict[str, Any]]:
+        """Sample ``index`` after the transforms, or None when its image cannot be read and ``on_bad_sample`` is
+        ``skip`` (counted and logged). Evaluation uses this: a stand-in image would be scored twice."""
+        try:
+            sample = self.get_raw(index)
+        except DataError as exc:
+            if self.on_bad_sample == "raise":
+                raise
+            self.summary.skipped_images += 1
+            self.summary.skipped_files.append(self.records[index]["path"])
+            logger.warning("skipping unreadable sample %d (%s): %s", index, self.describe(), exc)
+            return None
         return self.transforms(sample) if self.transforms is not None else sample
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        """Training: an unreadable image under ``on_bad_sample: skip`` is replaced by the next readable one."""
+        for attempt in range(len(self) if self.on_bad_sample == "skip" else 1):
+            sample = self.load_sample((index + attempt) % len(self))
+            if sample is not None:
+                return sample
+        raise DataError(f"{self.describe()}: no readable image left (on_bad_sample=skip skipped all {len(self)})")
+
+
+def data_fingerprint(dataset: Any) -> Optional[Dict[str, Any]]:
+    """``{"images": N, "sha1": ...}`` of what a dataset serves (each image's file name and size and every validated
+    annotation), so a resumed run can tell that its data changed; None for a dataset that holds no
+    :class:`FaceDataset` records (a user's own kind). Concat/Mosaic/seeded wrappers are looked through. File names
+    without folders: moving the data keeps the fingerprint."""
+    digest = hashlib.sha1()
+    count = 0
+
+    def walk(d: Any) -> bool:
+        nonlocal count
+        records = getattr(d, "records", None)
+        if isinstance(d, FaceDataset) and isinstance(records, list):
+            for r in records:
+                digest.update(repr((os.path.basename(r["path"]), tuple(r["orig_size"]))).encode())
+                for k in ("boxes", "labels", "keypoints", "keypoints_visible", "ignore"):
+                    digest.update(np.ascontiguousarray(r[k]).tobytes())
+            count += len(records)
+            return True
+        parts = getattr(d, "datasets", None) or ([d.dataset] if getattr(d, "dataset", None) is not None else [])
+        return bool(parts) and all(walk(p) for p in parts)
+
+    return {"images": count, "sha1": digest.hexdigest()} if walk(dataset) else None
 
 
 def _inside(kpts: np.ndarray, w: float, h: float) -> np.ndarray:
