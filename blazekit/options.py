@@ -15,7 +15,7 @@ import copy
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from .registry import close_matches
 
@@ -234,16 +234,65 @@ LOADER: Dict[str, Opt] = {
     "multi_scale": Opt(optional(mapping)),  # {sizes: [...]}: checked by blazekit.data.multiscale.build_collate
 }
 
-#: arguments of the registry-built ``model.postprocess`` whose range is known (the registry checks the names)
-POSTPROCESS_ARGS: Dict[str, Opt] = {
-    "score_thr": Opt(number(ge=0, le=1), doc="faces scoring below this are dropped (scores are probabilities)"),
-}
-
 #: ``model.preprocess:`` (the detector fills the defaults)
 PREPROCESS: Dict[str, Opt] = {
     "resize": Opt(one_of("letterbox", "stretch"), "letterbox"),
     "normalize": Opt(one_of("minus_one_one", "zero_one"), "minus_one_one"),
     "pad_value": Opt(lambda v: None if _is_int(v) and 0 <= v <= 255 else "an integer in 0..255", 0),
+}
+
+
+def coder_scale(v: Any) -> Optional[str]:
+    ok = v is None or (isinstance(v, Real) and not isinstance(v, bool) and v > 0) or (
+        isinstance(v, (list, tuple)) and len(v) == 4 and all(number(gt=0)(x) is None for x in v))
+    return None if ok else "null, a positive number or 4 positive numbers [x_scale, y_scale, w_scale, h_scale]"
+
+
+def positive_pair(v: Any) -> Optional[str]:
+    ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(number(gt=0)(x) is None for x in v)
+    return None if ok else "2 positive numbers"
+
+
+#: ``model.postprocess`` (:mod:`blazekit.postprocess`, NMS and WeightedBlending)
+POSTPROCESS: Dict[str, Opt] = {
+    "score_thr": Opt(number(ge=0, le=1), 0.5, "faces scoring below this are dropped (scores are probabilities)"),
+    "iou_thr": Opt(number(ge=0, le=1), 0.3, "boxes overlapping a kept one by more than this are suppressed/blended"),
+    "max_det": Opt(optional(integer(1)), 100, "detections kept per image (null: all)"),
+    "sigmoid_clip": Opt(optional(number(gt=0)), 100.0, "logits are clipped to +-this before the sigmoid (MediaPipe)"),
+}
+_LOSS_WEIGHTS: Dict[str, Opt] = {
+    "cls_weight": Opt(number(ge=0), 1.0), "box_weight": Opt(number(ge=0), 1.0), "kpt_weight": Opt(number(ge=0), 1.0),
+    "beta": Opt(number(ge=0), 1.0, "Smooth L1 beta (0: L1)"),
+}
+
+#: the arguments of the model's built-in parts, by section and ``type``: typed and ranged here so a bad value is
+#: refused when the config is loaded; a ``type`` of your own is checked by its class when built. Each table lists
+#: every argument its class takes (tests compare them with the signatures).
+MODEL_PARTS: Dict[str, Dict[str, Dict[str, Opt]]] = {
+    "postprocess": {"NMS": POSTPROCESS, "WeightedBlending": POSTPROCESS},
+    "matcher": {
+        "IoUMatcher": {"pos_iou": Opt(number(ge=0, le=1), 0.35, "anchors with IoU >= this are positives"),
+                       "neg_iou": Opt(number(ge=0, le=1), 0.35, "anchors with IoU < this are negatives (<= pos_iou)"),
+                       "force_best": Opt(boolean, True, "each face's best anchor is a positive")},
+        "ATSSMatcher": {"topk": Opt(integer(1), 9), "force_best": Opt(boolean, True),
+                        "ignore_iou": Opt(number(ge=0, le=1), 0.35), "neg_iou": Opt(optional(number(ge=0, le=1)))},
+    },
+    "loss": {
+        "MultiBoxLoss": {"neg_pos_ratio": Opt(number(ge=0), 3.0, "hard negatives per positive"),
+                         "min_negatives": Opt(integer(0), 16), **_LOSS_WEIGHTS},
+        "FocalMultiBoxLoss": {"alpha": Opt(number(le=1), 0.25, "positive weight (< 0: none)"),
+                              "gamma": Opt(number(ge=0), 2.0), **_LOSS_WEIGHTS},
+    },
+    "coder": {"MediaPipeCoder": {"scale": Opt(coder_scale, None)}, "SSDCoder": {"variances": Opt(positive_pair)}},
+}
+
+#: where the config holds registry-built parts (fnmatch patterns of the dotted path -> registry name): an argument
+#: their class documents may be set with ``--set`` without the ``+`` that adds a key
+REGISTRY_SECTIONS = {
+    "model.backbone": "backbones", "model.neck": "necks", "model.head": "heads", "model.anchors": "anchor_generators",
+    "model.coder": "box_coders", "model.matcher": "matchers", "model.loss": "losses",
+    "model.postprocess": "postprocessors", "train.optimizer": "optimizers", "train.lr_scheduler": "lr_schedulers",
+    "data.*.dataset": "datasets", "data.*.dataset.datasets.*": "datasets", "data.*.transforms.*": "transforms",
 }
 
 #: the top level of a config
@@ -299,8 +348,21 @@ def _check_model(model: Any) -> None:
             raise _Fail(_bad(f"model.{k}", model[k], check(model[k])))
     if "preprocess" in model and model["preprocess"] is not None:
         check_section(model["preprocess"], PREPROCESS, "model.preprocess")
-    if isinstance(model.get("postprocess"), Mapping):
-        check_section(model["postprocess"], POSTPROCESS_ARGS, "model.postprocess", open_keys=True)
+    for part, by_type in MODEL_PARTS.items():
+        section = model.get(part)
+        if not isinstance(section, Mapping):
+            continue
+        args = {k: v for k, v in section.items() if k != "type"}
+        schema = by_type.get(section["type"]) if isinstance(section.get("type"), str) else None
+        if schema is None:
+            if part == "postprocess":  # a post-processor of your own: its score_thr is still a probability
+                check_section(args, {"score_thr": POSTPROCESS["score_thr"]}, "model.postprocess", open_keys=True)
+            continue
+        check_section(args, schema, f"model.{part}")
+        if part == "matcher" and section["type"] == "IoUMatcher":
+            pos, neg = (args.get(k, schema[k].default) for k in ("pos_iou", "neg_iou"))
+            if neg > pos:
+                raise _Fail(_bad("model.matcher.neg_iou", neg, f"a number <= model.matcher.pos_iou ({pos:g})"))
     if "input_size" in model:
         size = model["input_size"]
         if size_hw(size) is not None:
@@ -408,6 +470,24 @@ def known_key(parts: Sequence[str]) -> bool:
     if len(parts) == 3 and parts[0] == "data":
         return parts[2] in LOADER
     return parts[:-1] in sections and parts[-1] in sections[parts[:-1]]
+
+
+def registry_arguments(where: Sequence[str], section: Any) -> List[str]:
+    """The arguments documented by the class that ``section`` (the mapping at the dotted path ``where``, a
+    registry-built part such as ``data.train.dataset``) names with its ``type``; empty elsewhere. Such a key may
+    be set without ``+`` although the file does not spell it out (``--set data.train.dataset.on_bad_sample=skip``)."""
+    import fnmatch
+
+    path = ".".join(map(str, where))
+    registry = next((r for pat, r in REGISTRY_SECTIONS.items() if fnmatch.fnmatchcase(path, pat)), None)
+    if registry is None or not isinstance(section, Mapping) or not isinstance(section.get("type"), str):
+        return []
+    from .registry import ALL_REGISTRIES, RegistryError
+
+    try:
+        return ALL_REGISTRIES[registry].arguments(section["type"])
+    except (RegistryError, ImportError, AttributeError, ValueError):  # unknown or unimportable type: nothing known
+        return []
 
 
 def validate(cfg: Any, require: Sequence[str] = (), source: Optional[str] = None) -> None:

@@ -29,6 +29,11 @@ class BuildError(TypeError):
     """A registered object could not be built from its config (bad or missing arguments)."""
 
 
+class ArgumentValueError(BuildError, ValueError):
+    """A registered class refused an argument's value (its own range check), named with the config path; still a
+    ``ValueError``, as the class raised it."""
+
+
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> List[str]:
     """Closest names by difflib ratio, case-insensitive, best first."""
     cands = list(candidates)
@@ -193,6 +198,11 @@ class Registry:
         )
         raise RegistryError(msg)
 
+    def arguments(self, name: str) -> List[str]:
+        """The keyword arguments type ``name`` documents (its ``__init__``'s, with its bases' where it takes
+        ``**kwargs``), as error messages list them."""
+        return _documented_args(self.get(name))
+
     def build(self, cfg: Mapping[str, Any], where: str = "", **defaults: Any) -> Any:
         """Build ``cfg["type"]`` with the other keys as arguments; ``defaults`` fill gaps.
 
@@ -268,6 +278,10 @@ def build(registry: Registry, cfg: Mapping[str, Any], where: str = "", **default
             )
     try:
         return obj(**kwargs)
+    except ValueError as exc:
+        if type(exc) is not ValueError:  # DataError, ConfigError, ...: already a user error that names its file
+            raise
+        raise ArgumentValueError(f"{label}: {exc}") from exc
     except TypeError as exc:
         known = accepted if accepted is not None else _documented_args(obj)
         hint = ""
