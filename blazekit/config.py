@@ -21,6 +21,8 @@ PathLike = Union[str, os.PathLike]
 
 #: configs shipped with blazekit (``configs/`` of the source tree) may be named without a path
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: the bundled demo set (``${BLAZEKIT_DEMO}`` in configs; ``blazekit.data.DEMO_ROOT``, without importing it)
+DEMO_DIR = Path(__file__).resolve().parent / "data" / "demo"
 
 
 class _Loader(yaml.SafeLoader):
@@ -100,6 +102,9 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
             data = parse_yaml(f.read())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          "save the config as UTF-8") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -175,7 +180,8 @@ _VAR = re.compile(r"\$\{([^}:]+)(?::-([^}]*))?\}")
 def expand_env(obj: Any) -> Any:
     """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of a config; an unset variable is an error.
 
-    ``BLAZEKIT_SHARED`` (the shared data folder) defaults to ``shared/`` beside the checkout, as in the tests.
+    ``BLAZEKIT_SHARED`` (the shared data folder) defaults to ``shared/`` beside the checkout, as in the tests;
+    ``BLAZEKIT_DEMO`` to the demo set inside the installed package, so shipped configs run from any folder.
     """
     if isinstance(obj, Mapping):
         return {k: expand_env(v) for k, v in obj.items()}
@@ -192,6 +198,8 @@ def expand_env(obj: Any) -> Any:
             return default
         if name == "BLAZEKIT_SHARED":
             return str(CONFIG_DIR.parent.parent / "shared")
+        if name == "BLAZEKIT_DEMO":
+            return str(DEMO_DIR)
         raise ConfigError(f"config value {obj!r} uses ${{{name}}} but the environment variable {name} is not set")
 
     return _VAR.sub(sub, obj)
@@ -221,10 +229,26 @@ def get(cfg: Mapping[str, Any], dotted: str, default: Any = ...) -> Any:
     return node
 
 
+def _missing_key(cfg: Mapping[str, Any], key: str, value: str, arguments: Iterable[str] = ()) -> None:
+    """Raise the ConfigError for a ``--set`` key that is neither in the config nor a documented option: close
+    matches (among the keys there and ``arguments``, those of the registry-built part it sits in), the keys there,
+    and how to add it anyway."""
+    try:
+        get(cfg, key)
+    except ConfigError as exc:
+        parent, _, last = key.rpartition(".")
+        there = get(cfg, parent, default={}) if parent else cfg
+        hint = close_matches(last, [a for a in arguments if a not in there])
+        also = f" {parent} also takes: {', '.join(f'{parent}.{h}' for h in hint)}." if hint else ""
+        raise ConfigError(f"{exc}{also} To add a key the config does not spell out, write --set +{key}={value}"
+                          ) from None
+
+
 def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, Any]:
-    """Apply ``["a.b=1", "+new.key=x"]``; values parsed as YAML. A key must exist in the config or be an option
-    of the schema (:mod:`blazekit.options`, e.g. ``train.amp``), unless written ``+a.b``."""
-    from .options import known_key
+    """Apply ``["a.b=1", "+new.key=x"]``; values parsed as YAML. A key must exist in the config, be an option
+    of the schema (:mod:`blazekit.options`, e.g. ``train.amp``) or an argument of the registry-built part it sits
+    in (``data.train.dataset.on_bad_sample``), unless written ``+a.b``."""
+    from .options import known_key, registry_arguments
 
     cfg = copy.deepcopy(cfg)
     for item in overrides or []:
@@ -246,7 +270,7 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
             else:
                 if part not in node:
                     if not add and not known_key(parts[: i + 1]):
-                        get(cfg, ".".join(parts[: i + 1]))  # raises with close matches
+                        _missing_key(cfg, key, raw)  # raises with close matches
                     node[part] = {}
                 node = node[part]
             if not isinstance(node, (MutableMapping, list)):
@@ -256,7 +280,9 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
             node[_list_index(node, last, item, ".".join(parts[:-1]))] = value
             continue
         if last not in node and not add and not known_key(parts):
-            get(cfg, key)  # raises with close matches
+            arguments = registry_arguments(parts[:-1], node)
+            if last not in arguments:
+                _missing_key(cfg, key, raw, arguments)  # raises with close matches
         node[last] = value
     return cfg
 
@@ -316,6 +342,7 @@ def diff(old: Any, new: Any, prefix: str = "", one_sided: Optional[str] = "<unse
 def add_common_args(parser: Any) -> None:
     """``--set`` and ``--import`` as every tool takes them."""
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
-                        help="override config keys, e.g. --set train.epochs=10 data.batch_size=16 (+key=v adds a key)")
+                        help="override config keys, e.g. --set train.epochs=10 data.train.batch_size=16 "
+                             "(+key=v adds a key)")
     parser.add_argument("--import", dest="imports", metavar="MODULE", action="append", default=[],
                         help="import a module that registers custom datasets/blocks (repeatable)")

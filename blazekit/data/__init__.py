@@ -6,10 +6,9 @@ dataset and transform.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from ..config import expand_env
+from ..config import DEMO_DIR, expand_env
 from ..registry import DATASETS, BuildError, build
 from .collate import collate
 from .datasets import (CocoFaces, ConcatDataset, DataError, DatasetSummary, FaceDataset, FaceRecord, ImageFolder,
@@ -19,7 +18,7 @@ from . import mosaic  # noqa: F401,E402  (registers the Mosaic wrapper)
 from .transforms import Compose, build_transforms
 
 #: the bundled demo set (COCO json with ``split`` train/val per image); see demo/ATTRIBUTION.md
-DEMO_ROOT = Path(__file__).resolve().parent / "demo"
+DEMO_ROOT = DEMO_DIR  # configs name it ${BLAZEKIT_DEMO}
 DEMO_ANNOTATIONS = DEMO_ROOT / "annotations.json"
 
 
