@@ -175,7 +175,8 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
     ``{"state_dict": ...}``.
 
     A file holding other Python objects is refused, never unpickled: loading a checkpoint must not run
-    code from it. A hollance ``.pth`` is refused with the conversion command.
+    code from it. A hollance ``.pth`` is refused with the conversion command, weights holding NaN/Inf naming a
+    tensor.
     """
     path = Path(path)
     if not path.is_file():
@@ -198,6 +199,11 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
         raise CheckpointError(f"{path}: a hollance BlazeFace .pth (keys like backbone1.*, classifier_8.*), not a "
                               f"blazekit checkpoint; convert it first: python tools/convert.py {path} "
                               f"{path.with_suffix('.blazekit.pt')}")
+    bad = nonfinite_tensors(sd) if isinstance(sd, Mapping) else []
+    if bad:  # a diverged run's weights: every output would be NaN
+        raise CheckpointError(f"{path}: non-finite weights (NaN/Inf) in {bad[0]}"
+                              + (f" and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else "")
+                              + ": the training that wrote it diverged. Use an earlier checkpoint")
     return ckpt
 
 

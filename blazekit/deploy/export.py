@@ -75,6 +75,19 @@ class PostprocessedModel(nn.Module):
 # ------------------------------------------------------------------------------------------------ export
 
 RAW_OUTPUTS = ["regressors", "classificators"]
+
+
+def _opsets() -> range:
+    """The opsets :func:`export_onnx` can write: from 11 (NonMaxSuppression, dynamic shapes) to what the installed
+    torch's TorchScript exporter knows."""
+    try:
+        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as top
+    except ImportError:  # another torch layout: its documented default range
+        top = 20
+    return range(11, int(top) + 1)
+
+
+OPSETS = _opsets()
 POSTPROCESS_OUTPUTS = ["boxes", "scores", "keypoints", "batch_index"]
 
 
@@ -92,6 +105,8 @@ def export_onnx(detector: nn.Module, path: PathLike, *, with_postprocess: bool =
     same outputs, no channel Pads, faster in onnxruntime on CPU (RESULTS.md); 1 keeps the original widths).
     ``check`` runs ``onnx.checker`` when onnx is installed.
     """
+    if opset not in OPSETS:
+        raise ValueError(f"export_onnx: opset {opset} is outside {OPSETS[0]}..{OPSETS[-1]}, what this torch exports")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = tuple(int(s) for s in (input_size or getattr(detector, "input_size", None) or ()))

@@ -33,7 +33,9 @@ RawRunner = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one xyxy box with boxes [M, 4]; 0 when the union is empty, flipped boxes empty.
 
-    A numpy copy of :func:`blazekit.boxes.box_iou` on purpose: this path runs without torch ops."""
+    A numpy copy of :func:`blazekit.boxes.box_iou` on purpose: this path runs without torch ops. Areas in float64:
+    the squares of finite float32 coordinates always fit (a diverged model's 1e20 px boxes overflowed float32)."""
+    box, boxes = np.asarray(box, np.float64), np.asarray(boxes, np.float64)
     lt = np.maximum(box[:2], boxes[:, :2])
     rb = np.minimum(box[2:], boxes[:, 2:])
     wh = np.clip(rb - lt, 0, None)

@@ -86,7 +86,15 @@ def load_weights(model: nn.Module, weights: PathLike, strict: bool = True) -> Di
     ckpt = load_checkpoint(path)
     if getattr(model, "cfg", None) is not None:
         check_compatible(ckpt.get("model_cfg"), model.cfg, source=source)
-    return load_model_weights(model, ckpt, strict=strict, source=source)
+    report = load_model_weights(model, ckpt, strict=strict, source=source)
+    layer = model.nonfinite_layer() if hasattr(model, "nonfinite_layer") else None
+    if layer is not None:  # finite weights that overflow: every detection would be NaN
+        big = max((float(v.abs().max()) for v in model.state_dict().values() if v.is_floating_point() and v.numel()),
+                  default=0.0)
+        raise CheckpointError(f"{source}: the network's outputs are NaN/Inf (first at {layer}; weights up to "
+                              f"{big:.3g}): the training that wrote it diverged. Use an earlier checkpoint, or "
+                              "retrain with a lower train.optimizer.lr or train.clip_grad_norm")
+    return report
 
 
 def shipped_weights_for(model_cfg: Mapping[str, Any]) -> List[str]:

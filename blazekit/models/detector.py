@@ -24,6 +24,10 @@ from ..preprocess import letterbox, normalize
 Size = Tuple[int, int]
 
 
+class InputSizeError(ValueError):
+    """An input size the network cannot tile exactly (not a multiple of its total stride); says which sizes fit."""
+
+
 class Teacher(NamedTuple):
     """A frozen starting model's raw outputs on the training batch, for faces without keypoint labels.
 
@@ -130,6 +134,8 @@ class BlazeFace(nn.Module):
         self.loss = loss if loss is not None else MultiBoxLoss()
         self.postprocess = postprocess if postprocess is not None else WeightedBlending()
         self.strides = check_levels(neck if neck is not None else backbone, anchor_generator, self.input_size)
+        # the backbone may go deeper than the levels the head sees (full range: stride 32 up to a stride-4 level)
+        self.total_stride = max(self.strides + [int(s) for s in getattr(backbone, "strides", None) or []])
 
         self.check_input_size(self.input_size)
         a, p = self._make_anchors(self.input_size)
@@ -143,12 +149,15 @@ class BlazeFace(nn.Module):
         p = torch.as_tensor(self.anchor_generator.priors(size), dtype=torch.float32)
         return a, p
 
-    def check_input_size(self, size: Size) -> None:
-        """Refuse sizes the backbone cannot tile exactly (every level's grid must match its anchors)."""
-        m = max(self.strides)
+    def check_input_size(self, size: Size, where: str = "input size (H, W)") -> None:
+        """Refuse sizes the backbone cannot tile exactly (every level's grid must match its anchors), naming the
+        nearest sizes that fit; ``where`` names the setting in the message (``--input-size``)."""
+        m = self.total_stride
         if size[0] % m or size[1] % m or min(size) <= 0:
-            raise ValueError(f"input size (H, W) = {tuple(size)} must be positive and divisible by {m}, "
-                             f"the largest stride of this model (e.g. {self.input_size})")
+            near = sorted({max(m, int(v) // m * m) for v in size} | {max(m, -(-int(v) // m) * m) for v in size})
+            raise InputSizeError(
+                f"{where} {size[0]} {size[1]}: expected H and W divisible by {m}, the total stride of this model "
+                f"(near: {', '.join(map(str, near))}; the model's own size: {self.input_size[0]} {self.input_size[1]})")
 
     def anchors_for(self, size: Union[int, Sequence[int]]) -> Tuple[Tensor, Tensor]:
         """(anchors, priors) [A, 4] for an input size, on the model's device; cached per size."""
@@ -168,6 +177,37 @@ class BlazeFace(nn.Module):
         return p if getattr(self.coder, "uses_priors", False) else a
 
     # ------------------------------------------------------------------ network
+    def nonfinite_layer(self) -> Optional[str]:
+        """The first layer whose output is NaN/Inf on a fixed test input at ``input_size`` (eval mode), or None when
+        the outputs are finite. Finite weights can still overflow (a diverged run), so loading weights and writing
+        checkpoints ask this; every module's train/eval mode is left as it was."""
+        found: List[str] = []
+
+        def watch(name: str) -> Any:
+            def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+                if not found and isinstance(output, Tensor) and output.is_floating_point() \
+                        and not bool(torch.isfinite(output).all()):
+                    found.append(name)
+            return hook
+
+        leaves = [(n, m) for n, m in self.named_modules() if n and next(m.children(), None) is None]
+        handles = [m.register_forward_hook(watch(n)) for n, m in leaves]
+        modes = [(m, m.training) for m in self.modules()]
+        p = next(self.parameters())
+        x = torch.rand(1, 3, *self.input_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        try:
+            self.eval()
+            with torch.no_grad():
+                reg, logits = self.raw(x.to(p.device, p.dtype))
+        finally:
+            for h in handles:
+                h.remove()
+            for m, mode in modes:
+                m.training = mode
+        if bool(torch.isfinite(reg).all()) and bool(torch.isfinite(logits).all()):
+            return None
+        return found[0] if found else "the head"
+
     def raw(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """Normalised images [B, 3, H, W] -> (regressors [B, A, 4+2K], logits [B, A, 1]), MediaPipe layout."""
         if x.dim() != 4 or x.shape[1] != 3:
