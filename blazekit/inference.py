@@ -299,20 +299,22 @@ def _batched(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
 
 def predict_sources(detector: Any, sources: Sequence[Source], out_dir: PathLike, *, batch_size: int = 16,
                     save_images: bool = True, save_json: bool = True, progress: bool = True,
-                    draw: Callable[..., np.ndarray] = draw_detections, num_readers: int = 2) -> PredictSummary:
+                    draw: Callable[..., np.ndarray] = draw_detections, num_readers: int = 2,
+                    summary: Optional[PredictSummary] = None) -> PredictSummary:
     """Run ``detector.predict`` over ``sources`` and write results into ``out_dir``.
 
     Images: ``out_dir/<stem>.jpg`` (annotated, original size) and ``out_dir/<stem>.json``
     (``{"source", "width", "height", "keypoint_names", "detections": [{box, score, keypoints}]}``).
     Videos: ``out_dir/<stem>.mp4`` (annotated) and ``out_dir/<stem>.json`` with one entry per frame.
     Unreadable inputs are recorded in ``summary.failed`` and skipped. Images are decoded by a small
-    thread pool while the previous batch runs (OpenCV releases the GIL).
+    thread pool while the previous batch runs (OpenCV releases the GIL). ``summary``: filled as results are
+    written (pass one to know what was done when the run is interrupted); a new one by default.
     """
     from tqdm import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = PredictSummary()
+    summary = summary if summary is not None else PredictSummary()
     used: set = set()
     images = [s for s in sources if s.kind != "video"]
     videos = [s for s in sources if s.kind == "video"]
@@ -340,8 +342,6 @@ def predict_sources(detector: Any, sources: Sequence[Source], out_dir: PathLike,
                 dets = detector.predict([img for _, img in ok])
                 for (src, img), det in zip(ok, dets):
                     stem = _unique_stem(src.path, used)
-                    summary.images += 1
-                    summary.detections += len(_np(det["boxes"]).reshape(-1, 4))
                     if save_images:
                         p = out / f"{stem}.jpg"
                         save_image(p, draw(img, det))
@@ -353,6 +353,8 @@ def predict_sources(detector: Any, sources: Sequence[Source], out_dir: PathLike,
                                   "detections": detections_to_json(det)}
                         p.write_text(json.dumps(record, indent=1), encoding="utf-8")
                         summary.outputs.append(p)
+                    summary.images += 1  # counted once written: an interrupted run reports what is on disk
+                    summary.detections += len(_np(det["boxes"]).reshape(-1, 4))
             bar.update(len(chunk))
     bar.close()
     for src in videos + unknown_as_video:

@@ -8,7 +8,10 @@ import argparse
 import logging
 from typing import Optional, Sequence
 
-from ..engine.cli import user_errors
+from ..engine.cli import UsageError, check_output, user_errors
+
+#: the largest --zoom: a 128 px sample drawn at 16x is 2048 px wide (1000x asked for 49 GB)
+MAX_ZOOM = 16.0
 
 
 @user_errors
@@ -21,9 +24,15 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     p.add_argument("--n", type=int, default=16, help="number of samples")
     p.add_argument("--out", default="browse", help="output folder for the PNGs")
     p.add_argument("--seed", type=int, default=0, help="seed for sample choice and augmentations")
-    p.add_argument("--zoom", type=float, default=None, help="enlarge factor (default: to about 384 px)")
+    p.add_argument("--zoom", type=float, default=None,
+                   help=f"enlarge factor, > 0 and <= {MAX_ZOOM:g} (default: to about 384 px)")
     config.add_common_args(p)
     args = p.parse_args(argv)
+    if args.n < 1:
+        raise UsageError(f"--n {args.n}: expected the number of samples to draw, >= 1")
+    if args.zoom is not None and not 0 < args.zoom <= MAX_ZOOM:  # nan fails too
+        raise UsageError(f"--zoom {args.zoom:g}: expected an enlarge factor > 0 and <= {MAX_ZOOM:g}")
+    check_output(args.out, "--out", folder=True)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = config.load(args.config, overrides=args.overrides, imports=args.imports)
     from ..data.visualize import browse

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from ..engine.cli import user_errors
+from ..engine.cli import check_output, user_errors
 
 
 @user_errors
@@ -24,6 +24,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     p.add_argument("--config", help="config whose 'model' section describes the target (default: by content)")
     config_lib.add_common_args(p)
     args = p.parse_args(argv)
+    check_output(args.out, "OUT", example="model.pt")
     model_cfg = None
     if args.config:
         cfg = config_lib.load(args.config, args.overrides, args.imports)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..engine.cli import device_problem, user_errors
+from ..engine.cli import check_device, check_output, device_problem, user_errors
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
@@ -58,6 +58,12 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 @user_errors
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = parse_args(argv, prog)
+    if args.out:
+        check_output(args.out, "--out", example="results.json")
+    for flag, folder in (("--save-preds", args.save_preds), ("--vis", args.vis)):
+        if folder:
+            check_output(folder, flag, folder=True)
+    check_device(args.device)
     from .. import config as cfglib
     from ..models.build import build_detector, inference_weights
     from ..engine.evaluator import Evaluator, format_table

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from ..engine.cli import user_errors
+from ..engine.cli import UsageError, check_output, user_errors
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
@@ -75,11 +75,20 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 @user_errors
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = parse_args(argv, prog)
+    check_output(args.out, "--out", example=f"model.{args.format}")
     from .. import config as cfglib
     from ..models.build import build_detector, inference_weights
 
+    if args.format == "onnx":
+        from ..deploy.export import OPSETS
+
+        if args.opset not in OPSETS:  # the upper end depends on the installed torch
+            raise UsageError(f"--opset {args.opset}: this torch's ONNX exporter writes opsets "
+                             f"{OPSETS[0]}..{OPSETS[-1]}")
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
     detector = build_detector(cfg, weights=inference_weights(cfg, args.weights), device="cpu").eval()
+    if args.input_size:
+        detector.check_input_size(tuple(args.input_size), where="--input-size")
     if args.format == "tflite":
         from ..deploy.tflite import export_tflite, mediapipe_postprocess_note
 

@@ -4,7 +4,8 @@
     python tools/predict.py ... --backend onnxruntime --threads 1     # the fast CPU path (pip install -e .[export])
 
 Exit code: 0 when every input was processed, 1 when some were unreadable (listed at the end; the rest
-are still written), 2 when nothing could be processed at all or the config/weights are unusable.
+are still written), 2 when nothing could be processed at all or the config/weights are unusable, 130 when
+stopped with Ctrl-C (one line says how many results were written).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..engine.cli import device_problem, user_errors
+from ..engine.cli import INTERRUPTED_EXIT, check_device, check_output, device_problem, user_errors
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
@@ -65,10 +66,12 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 @user_errors
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = parse_args(argv, prog)
+    check_output(args.out, "--out", folder=True)
+    check_device(args.device)
     from .. import config as cfglib, options
     from ..models.build import build_detector, inference_weights
     from ..deploy.fuse import fuse_bn
-    from ..inference import expand_sources, predict_sources
+    from ..inference import PredictSummary, expand_sources, predict_sources
 
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
     options.validate(cfg, require=("model",))
@@ -86,6 +89,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         return 2
     detector = build_detector(cfg, weights=weights, device=args.device)
     detector.eval()
+    if args.input_size:
+        detector.check_input_size(tuple(args.input_size), where="--input-size")
     if args.threads:
         import torch
 
@@ -103,9 +108,15 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
                 _predict = runner.predict
                 runner.predict = lambda imgs: _predict(imgs, input_size=tuple(args.input_size))  # type: ignore
         t0 = time.perf_counter()
-        summary = predict_sources(runner, sources, args.out, batch_size=args.batch_size,
-                                  save_images=not args.no_images, save_json=not args.no_json,
-                                  progress=not args.quiet)
+        summary = PredictSummary()
+        try:
+            predict_sources(runner, sources, args.out, batch_size=args.batch_size, save_images=not args.no_images,
+                            save_json=not args.no_json, progress=not args.quiet, summary=summary)
+        except KeyboardInterrupt:  # Ctrl-C: say what is done instead of a traceback
+            print(f"interrupted: {summary.images} of {sum(s.kind != 'video' for s in sources)} image(s) and "
+                  f"{summary.videos} video(s) written to {args.out} (a video in progress is cut off); run the "
+                  "same command again to do the rest (written results are rewritten)", file=sys.stderr)
+            return INTERRUPTED_EXIT
         dt = time.perf_counter() - t0
     summary.failed = [(i, w) for i, w in unmatched] + summary.failed
     n = summary.images + summary.frames

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..engine.cli import user_errors
+from ..engine.cli import check_output, user_errors
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
@@ -35,6 +35,9 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 @user_errors
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = parse_args(argv, prog)
+    for flag, path in (("--out", args.out), ("--plot", args.plot)):
+        if path:
+            check_output(path, flag, example="wider.json" if flag == "--out" else "wider_pr.png")
     from ..evaluation.plots import plot_pr_curves
     from ..evaluation.wider import evaluate_wider, load_wider_gt, read_predictions
 

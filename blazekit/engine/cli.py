@@ -2,17 +2,28 @@
 
 Every blazekit error type already names the file/field and what was expected; a traceback on top of
 that only buries the message. ``BLAZEKIT_DEBUG=1`` re-raises, for when the traceback is what you need.
+The checks every tool makes on its own flags before any work (output paths, ``--device``) live here too,
+so a run that cannot write its results or use its device is refused before it starts, not after.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
 import sys
-from typing import Any, Callable, Optional, Sequence, Tuple, Type
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Tuple, Type, Union
 
 #: exit code of a run stopped by a user error (bad config, missing file, incompatible checkpoint)
 USER_ERROR_EXIT = 2
+#: exit code of a run stopped by Ctrl-C (128 + SIGINT, what shells report)
+INTERRUPTED_EXIT = 130
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot be used: a flag out of range, an output path that cannot be written, a
+    device this machine does not have. The message names the flag or the path."""
 
 
 #: (module, class) of every error type that means "fix your input", not "blazekit has a bug"
@@ -21,7 +32,11 @@ USER_ERRORS = (
     ("blazekit.data.datasets.base", "DataError"), ("blazekit.checkpoint", "CheckpointError"),
     ("blazekit.engine.state", "TrainingError"), ("blazekit.evaluation.wider", "WiderFormatError"),
     ("blazekit.inference", "SourceError"), ("blazekit.convert", "ConversionError"),
+    ("blazekit.engine.cli", "UsageError"), ("blazekit.models.detector", "InputSizeError"),
 )
+
+#: OSErrors without a file name that still mean "this machine cannot take the output", not a bug
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
 #: the ``--device`` values blazekit runs on, as error messages list them
@@ -55,13 +70,22 @@ def run_tool(main: Callable[..., int], argv: Optional[Sequence[str]] = None, **k
         if os.environ.get("BLAZEKIT_DEBUG"):
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError's str() adds quotes
-        print(f"error: {msg}", file=sys.stderr)
-        _log_to_files(f"error: {msg}")
-        return USER_ERROR_EXIT
+        return _refuse(msg)
+    except OSError as exc:  # an output the OS refused (permission, a file where a folder should be, disk full)
+        if os.environ.get("BLAZEKIT_DEBUG") or (exc.filename is None and exc.errno not in _OUTPUT_ERRNOS):
+            raise
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        return _refuse(f"{where}{exc.strerror or exc}")
 
 
-def _log_to_files(line: str) -> None:
-    """A run that stops on a user error says why in its train.log too (not an empty or cut-off log)."""
+def _refuse(msg: Any) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    note_in_log(f"error: {msg}")
+    return USER_ERROR_EXIT
+
+
+def note_in_log(line: str) -> None:
+    """A run that stops on a user error or Ctrl-C says why in its train.log too (not an empty or cut-off log)."""
     import logging
 
     for h in logging.getLogger("blazekit.train").handlers:  # engine.logger.LOGGER_NAME (not imported: keep it light)
@@ -82,3 +106,51 @@ def user_errors(main: Callable[..., int]) -> Callable[..., int]:
         return run_tool(main, argv, **kwargs)
 
     return wrapped
+
+
+def check_output(path: Union[str, os.PathLike], flag: str, folder: bool = False, example: str = "") -> Path:
+    """Refuse, before any work, an output path the run could not write: a file where the folder should be (or
+    above it), a folder where the file should be, a folder without write permission. Nothing is created here.
+    ``example``: a file name suggested inside a folder given where a file was expected."""
+    p = Path(path).expanduser()
+    what = "folder" if folder else "file"
+    if p.is_dir() and not folder:
+        raise UsageError(f"{flag} {path}: is a folder; expected a file path" + (f" (e.g. {p / example})" if example
+                                                                              else ""))
+    if p.exists() and not p.is_dir() and folder:
+        raise UsageError(f"{flag} {path}: is a file; expected a folder (remove it or choose another {flag})")
+    existing = p  # the path itself when it exists (it is then rewritten), else the folder it will be created in
+    if not p.exists():
+        existing = p.parent
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UsageError(f"{flag} {path}: {existing} is a file, so no {what} can be created inside it")
+    if not os.access(existing, os.W_OK | (os.X_OK if existing.is_dir() else 0)):
+        raise UsageError(f"{flag} {path}: {existing} is not writable (permission denied)")
+    return p
+
+
+def check_device(device: Optional[str]) -> Optional[str]:
+    """Refuse a device this machine does not have (``cuda`` without a GPU, ``cuda:3`` with two) before any work,
+    as :func:`device_problem` refuses a name that is no device; None (the tool's default) passes. Imports torch:
+    call it once the arguments parse."""
+    why = device_problem(device)
+    if why:
+        raise UsageError(why)
+    if device is None or device == "cpu":
+        return device
+    import torch
+
+    if device.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if n == 0:
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else "no NVIDIA GPU or driver is visible")
+            raise UsageError(f"--device {device}: CUDA is not available here ({why}); use --device cpu")
+        if index >= n:
+            raise UsageError(f"--device {device}: only {n} CUDA GPU(s) visible (cuda:0 .. cuda:{n - 1})")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: Apple MPS is not available here; use --device cpu")
+    return device

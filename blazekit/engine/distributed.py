@@ -32,18 +32,13 @@ def get_world_size() -> int:
 def init_distributed(device: Optional[str] = None, timeout_minutes: float = 30.0) -> torch.device:
     """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); return this rank's device.
 
-    ``device`` is "cpu", "cuda", "cuda:N", "mps" or None (cuda when available). Without torchrun's variables it
-    only resolves the device.
+    ``device`` is "cpu", "cuda", "cuda:N", "mps" or None (cuda when available); one that is no device or that this
+    machine does not have is a :class:`blazekit.engine.cli.UsageError`. Without torchrun's variables it only
+    resolves the device.
     """
-    from ..config import ConfigError
-    from .cli import device_problem
+    from .cli import check_device
 
-    why = device_problem(device)
-    if why:
-        raise ConfigError(why)
-    want_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    if want_cuda and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch.cuda.is_available() is False; use --device cpu")
+    want_cuda = (check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     if env_world_size() > 1 and not is_dist():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if want_cuda:
