@@ -25,6 +25,15 @@ class TrainingError(RuntimeError):
     """Training cannot continue (too many non-finite losses, out of memory, incompatible checkpoint)."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Trainer.fit`: ``str()`` says where it stopped and what ``last.pt`` holds; ``saved``
+    whether there is a checkpoint to resume from; ``rank`` which process tells (rank 0 speaks for all)."""
+
+    def __init__(self, note: str, saved: bool, rank: int = 0) -> None:
+        super().__init__(note)
+        self.saved, self.rank = saved, rank
+
+
 #: config keys that may change on ``--resume`` (fnmatch patterns): they change how long, how often and how
 #: verbosely the run goes on, or where and how fast data is read, never the optimisation itself. Any other
 #: difference (lr, freeze, schedule, data, seed, model) would silently make the resumed run another
@@ -173,9 +182,12 @@ def amp_dtype(amp: Any, device: torch.device, log: Any) -> Optional[torch.dtype]
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
-def check_resumable(ckpt: Mapping[str, Any], path: Path, model_cfg: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
-    """Refuse to resume from weights only, another architecture or a config changed outside
-    :data:`RESUME_SAFE_KEYS` (a changed ``train.freeze`` used to end in an optimizer traceback)."""
+def check_resumable(ckpt: Mapping[str, Any], path: Path, model_cfg: Mapping[str, Any], cfg: Mapping[str, Any],
+                    data: Optional[Mapping[str, Any]] = None) -> None:
+    """Refuse to resume from weights only, another architecture, a config changed outside
+    :data:`RESUME_SAFE_KEYS` (a changed ``train.freeze`` used to end in an optimizer traceback) or a training set
+    whose content changed (``data``: this run's :func:`blazekit.data.datasets.base.data_fingerprint` per split,
+    compared with the checkpoint's; the sample order and what the steps learned depend on it)."""
     if "train_state" not in ckpt:
         raise TrainingError(f"cannot resume from {path}: it has no training state (only weights?). "
                             "Use it as model.init to fine-tune from it instead.")
@@ -189,3 +201,13 @@ def check_resumable(ckpt: Mapping[str, Any], path: Path, model_cfg: Mapping[str,
         raise TrainingError(f"cannot resume from {path}: the config differs from the one it was trained with: "
                             + "; ".join(changed) + ". Resume with the same config (keys that may change: "
                             + ", ".join(RESUME_SAFE_KEYS) + "), or start a new run from it with model.init.")
+    saved_data = (ckpt.get("meta") or {}).get("data") or {}
+    for split, now in (data or {}).items():
+        before = saved_data.get(split)
+        if before is None or now is None or before == now:  # older checkpoints have no fingerprint
+            continue
+        what = (f"{before['images']} -> {now['images']} images" if before["images"] != now["images"] else
+                f"the same {now['images']} images but other annotations or image sizes")
+        raise TrainingError(f"cannot resume from {path}: data.{split} changed since it was written ({what}; "
+                            f"fingerprint {before['sha1'][:12]} -> {now['sha1'][:12]}). Resume with the data it was "
+                            f"trained on, or start a new run from it: --set model.init={path}")

@@ -29,17 +29,19 @@ from .. import config as config_lib
 from .. import options
 from ..checkpoint import load_checkpoint, nonfinite_tensors, remove_partial_writes
 from ..checkpoint import save_checkpoint as write_checkpoint
+from ..data.datasets.base import data_fingerprint
 from ..data.loader import DatasetNotFoundError, build_dataloader, check_dataset_paths  # noqa: F401 (tools import them here)
 from ..data.sampler import EpochSampler
 from . import distributed as dist_utils
 from .ema import ModelEMA, unwrap
+from .evaluator import eval_datasets
 from .hooks import EMAHook, EvalHook, HookBase, KeepSparsityHook, LoggingHook, PeriodicCheckpointHook
 from .logger import RunLogger, fmt_metrics, scalar_floats
 from .optim import build_lr_scheduler, build_optimizer
 from .distill import build_teacher
 from . import workdir
-from .state import (TrainingError, amp_dtype, build_train_model, check_resumable, gather_rng_states,
-                    restore_rng_state, seed_everything)
+from .state import (TrainingError, TrainingInterrupted, amp_dtype, build_train_model, check_resumable,
+                    gather_rng_states, restore_rng_state, seed_everything)
 
 #: every ``train:`` option with its default: the schema lives in :mod:`blazekit.options`
 TRAIN_DEFAULTS: Dict[str, Any] = options.defaults(options.TRAIN)
@@ -84,20 +86,35 @@ class Trainer:
         self.is_main = self.rank == 0
         self.work_dir = Path(work_dir or self.tcfg["work_dir"] or Path("work_dirs") / _config_stem(cfg))
         self.tcfg["work_dir"] = str(self.work_dir)
+        created = workdir.check_writable(self.work_dir) if self.is_main else []
         self.lock = workdir.claim(self.work_dir, bool(resume), overwrite) if self.is_main else None
         if self.lock is not None:
             weakref.finalize(self, self.lock.release)  # a Trainer dropped without fit() frees its work dir too
-        self.logger = log = RunLogger(self.work_dir, enabled=self.is_main, tensorboard=bool(self.tcfg["tensorboard"]))
+        self.logger = RunLogger(self.work_dir, enabled=self.is_main, tensorboard=bool(self.tcfg["tensorboard"]))
         if self.lock is not None and self.lock.took_over:
-            log.info("took over %s from %s, which is no longer running", self.lock.path, self.lock.took_over)
+            self.logger.info("took over %s from %s, which is no longer running", self.lock.path, self.lock.took_over)
         if self.lock is not None and self.lock.replaced:
-            log.info("--overwrite: removed the previous run (%s) from %s", ", ".join(self.lock.replaced),
-                     self.work_dir)
+            self.logger.info("--overwrite: removed the previous run (%s) from %s", ", ".join(self.lock.replaced),
+                             self.work_dir)
+        self.last_saved: Optional[str] = None  # where the newest last.pt of this work dir stands (Ctrl-C says it)
+        try:
+            self._setup(resume)
+        except BaseException:  # refused (bad data, checkpoint, ...) or Ctrl-C before training: leave no empty run
+            if self.lock is not None:
+                self.lock.release()
+            if created:
+                self.logger.close()  # the error is on the console; the log goes with the folder
+                workdir.remove_new(self.work_dir, created)
+            raise
+
+    def _setup(self, resume: Optional[str]) -> None:
+        """Everything after the work dir: data, model, optimizer, hooks, ``--resume``; the config dump last."""
+        log = self.logger
         removed = remove_partial_writes(self.work_dir) if self.is_main and self.work_dir.is_dir() else 0
         if removed:
             log.info("removed %d partial checkpoint file(s) left by an interrupted write in %s", removed, self.work_dir)
 
-        check_dataset_paths(cfg, splits=("train", "val") if self.has_val() else ("train",))
+        check_dataset_paths(self.cfg, splits=("train", "val") if self.has_val() else ("train",))
         seed_everything(self.seed)
         if self.tcfg["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -106,6 +123,12 @@ class Trainer:
                                                                              self.world_size, log)
         self.teacher = build_teacher(self.model, self.tcfg["distill"], self.cfg["model"].get("init"), self.device, log)
         self.train_loader = self._build_train_loader()
+        self.data_fingerprint = {"train": data_fingerprint(self.train_loader.dataset)}  # checked on --resume
+        # built (and so checked: repeated image ids, unreadable files) now, not at the first validation
+        self.val_datasets = eval_datasets(self.cfg, "val") if self.has_val() and self.is_main else None
+        for _, _, ds in self.val_datasets or []:
+            if getattr(ds, "summary", None) is not None:
+                log.info("val set %s", ds.summary)
         self.sampler: EpochSampler = self.train_loader.sampler
         self.iters_per_epoch = len(self.train_loader)
         if self.iters_per_epoch == 0:
@@ -210,7 +233,7 @@ class Trainer:
             self.logger.info("--resume auto: no %s yet, starting a new run", self.work_dir / "last.pt")
             return
         ckpt = load_checkpoint(path)
-        check_resumable(ckpt, path, unwrap(self.model).cfg, self.cfg)
+        check_resumable(ckpt, path, unwrap(self.model).cfg, self.cfg, self.data_fingerprint)
         st = ckpt["train_state"]
         for name, obj in self.checkpointables().items():
             if obj is not None:
@@ -227,6 +250,8 @@ class Trainer:
             self.logger.warning("resuming a run of world size %s with %s processes: the data order changes from "
                                 "here on", st.get("world_size"), self.world_size)
         self.logger.truncate_after(self.global_step)
+        if path.resolve() == (self.work_dir / "last.pt").resolve():
+            self.last_saved = self.where()
         self.logger.info("resumed from %s at epoch %d, iteration %d/%d (global step %d)", path, self.epoch,
                          self.iter_in_epoch, self.iters_per_epoch, self.global_step)
 
@@ -241,16 +266,23 @@ class Trainer:
         return f"epoch {ep}/{self.epochs} iteration {it}/{self.iters_per_epoch} (global step {self.global_step})"
 
     def check_finite(self) -> None:
-        """Stop with :class:`TrainingError` when the model or EMA weights hold NaN/Inf (diverged): called before
-        validation and before every checkpoint write, so last.pt/best.pt keep the last finite state."""
+        """Stop with :class:`TrainingError` when the model or EMA weights hold NaN/Inf, or the deployed model's
+        outputs do (diverged): called before validation and before every checkpoint write, so last.pt/best.pt
+        keep the last finite state."""
         bad = nonfinite_tensors(unwrap(self.model).state_dict())
         if self.ema is not None:
             bad += [f"ema.{k}" for k in nonfinite_tensors(self.ema.module.state_dict())]
+        what = f"non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+        if not bad:  # finite weights can still overflow (lr=1e6): then every output is NaN
+            deploy = self.ema.module if self.ema is not None else unwrap(self.model)
+            layer = deploy.nonfinite_layer() if hasattr(deploy, "nonfinite_layer") else None
+            what = f"finite weights but non-finite outputs (from {layer} on)"
+            bad = [layer] if layer else []
         if bad:
             raise TrainingError(
-                f"training diverged: non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) "
-                f"at {self.where()}; last.pt/best.pt were not overwritten and keep the last finite state. "
-                f"Lower train.optimizer.lr (now {self.tcfg['optimizer'].get('lr')}) or set train.clip_grad_norm.")
+                f"training diverged: {what} at {self.where()}; last.pt/best.pt were not overwritten and keep the "
+                f"last finite state. Lower train.optimizer.lr (now {self.tcfg['optimizer'].get('lr')}) or set "
+                "train.clip_grad_norm.")
 
     def save_checkpoint(self, name: str = "last.pt", metrics: Optional[Mapping[str, Any]] = None) -> Optional[Path]:
         """Write ``work_dir/name`` (rank 0; every rank must call it: RNG states are gathered)."""
@@ -262,14 +294,17 @@ class Trainer:
                        for name_, obj in self.checkpointables().items()}
         train_state.update({k: copy.deepcopy(getattr(self, k)) for k in COUNTERS})
         train_state.update(rng=rngs, world_size=self.world_size)
-        return write_checkpoint(self.work_dir / name, {
+        path = write_checkpoint(self.work_dir / name, {
             "state_dict": self.deploy_state_dict(),
             "model_cfg": config_lib.plain(unwrap(self.model).cfg),
             "meta": {"epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "global_step": self.global_step,
                      "metrics": dict(metrics or {}), "ema": self.ema is not None, "seed": self.seed,
                      "config": config_lib.plain(self.cfg), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                     "torch": str(torch.__version__)},
+                     "torch": str(torch.__version__), "data": copy.deepcopy(self.data_fingerprint)},
             "train_state": train_state})
+        if name == "last.pt":
+            self.last_saved = self.where()
+        return path
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> Dict[str, float]:
@@ -356,6 +391,9 @@ class Trainer:
                 self.iter_in_epoch = 0
                 self._call("after_epoch")
             self._call("after_train")
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self.interrupted_note(), saved=self.last_saved is not None,
+                                      rank=self.rank) from None
         finally:
             if self.is_main:
                 self.logger.plot()
@@ -372,6 +410,15 @@ class Trainer:
         return {"work_dir": str(self.work_dir), "epochs": self.epochs, "global_step": self.global_step,
                 "best_metric": self.best_metric, "best_epoch": self.best_epoch, "val_metric": key,
                 "before": before, "last": last_val, "time_s": elapsed}
+
+    def interrupted_note(self) -> str:
+        """What a Ctrl-C at this point leaves behind, in one line."""
+        last = self.work_dir / "last.pt"
+        if self.last_saved is None:
+            return (f"stopped at {self.where()}, before the first checkpoint (written at each epoch end"
+                    + (f" and every {self.tcfg['checkpoint_interval']} iterations" if self.tcfg["checkpoint_interval"]
+                       else "") + f"); nothing to resume in {self.work_dir}")
+        return f"stopped at {self.where()}; {last} holds {self.last_saved}"
 
     def _train_epoch(self) -> None:
         self._set_train_mode()

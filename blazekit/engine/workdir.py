@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import List, Optional, Union
 
+from .cli import check_output
 from .state import TrainingError
 
 #: what a training run writes into its work dir: ``--overwrite`` removes exactly these
@@ -123,3 +124,34 @@ def claim(work_dir: Union[str, Path], resume: bool, overwrite: bool) -> WorkDirL
         for name in RUN_DIRS:
             shutil.rmtree(work_dir / name, ignore_errors=True)
     return lock
+
+
+def check_writable(work_dir: Union[str, Path]) -> List[Path]:
+    """Refuse, before any work, a work dir the run could not write (a file in its place or above it, a folder where
+    one of its :data:`RUN_FILES` goes, no permission); returns the folders the run will create, for
+    :func:`remove_new`."""
+    work_dir = Path(work_dir)
+    check_output(work_dir, "work dir", folder=True)
+    for name in RUN_FILES:
+        check_output(work_dir / name, "work dir file")
+    missing = []
+    d = work_dir.absolute()
+    while not d.exists():
+        missing.insert(0, d)
+        d = d.parent
+    return missing
+
+
+def remove_new(work_dir: Union[str, Path], created: List[Path]) -> None:
+    """Undo a run refused before training in a work dir it created (``created``, from :func:`check_writable`): its
+    files and the folders, so no empty run is left behind; anything else found there stays."""
+    work_dir = Path(work_dir)
+    for name in (*RUN_FILES, LOCK_NAME):
+        (work_dir / name).unlink(missing_ok=True)
+    for name in RUN_DIRS:
+        shutil.rmtree(work_dir / name, ignore_errors=True)
+    for d in reversed(created):  # the deepest first; a folder that holds something else stays
+        try:
+            d.rmdir()
+        except OSError:
+            break
