@@ -83,7 +83,7 @@ def test_weight_tools_refuse_a_config_without_model(tmp_path, capsys, monkeypatc
     mod = __import__(tool)
     cfg = tmp_path / "nomodel.yml"
     cfg.write_text(f"_base_: [{REPO / 'configs' / '_base_' / 'datasets' / 'demo.yml'}]\n")
-    monkeypatch.chdir(REPO)  # the demo set's paths are relative to the checkout
+    monkeypatch.chdir(tmp_path)  # the demo set is found inside the package from any folder
     extra = {"eval": [], "export": ["--out", str(tmp_path / "m.onnx")],
              "predict": [str(DEMO / "images" / "sample1.jpg"), "--out", str(tmp_path / "p")]}[tool]
     rc = mod.main([str(cfg), "--weights", "mediapipe_short_range", *extra])

@@ -162,3 +162,37 @@ def test_diff_one_sided_keys_count_for_resume_and_default_for_architecture():
     assert C.diff(old["head"], new["head"], "model.head", one_sided=None, always=("type",)) == []
     assert C.diff({}, {"type": "SubPixelSSDHead"}, "model.head", one_sided=None, always=("type",)) == [
         "model.head.type: checkpoint None vs config 'SubPixelSSDHead'"]
+
+
+def test_set_accepts_the_documented_arguments_of_a_registry_built_part_without_plus():
+    """``--set data.train.dataset.on_bad_sample=skip`` needed ``+`` (the file does not spell it out); a key that is
+    neither there nor documented still does, and the error says so."""
+    cfg = C.load("quickstart", overrides=["data.train.dataset.on_bad_sample=skip", "model.postprocess.sigmoid_clip=50",
+                                          "train.optimizer.amsgrad=true"])
+    assert cfg["data"]["train"]["dataset"]["on_bad_sample"] == "skip"
+    assert cfg["model"]["postprocess"]["sigmoid_clip"] == 50 and cfg["train"]["optimizer"]["amsgrad"] is True
+    with pytest.raises(C.ConfigError) as err:
+        C.load("quickstart", overrides=["data.train.dataset.on_bad_sampl=skip"])
+    msg = str(err.value)
+    assert "data.train.dataset also takes: data.train.dataset.on_bad_sample." in msg
+    assert msg.endswith("To add a key the config does not spell out, write --set +data.train.dataset.on_bad_sampl=skip")
+    with pytest.raises(C.ConfigError, match=r"Did you mean model.postprocess.max_det\?.* write --set "
+                                            r"\+model.postprocess.max_dett=3$"):
+        C.load("quickstart", overrides=["model.postprocess.max_dett=3"])
+
+
+def test_non_utf8_config_is_a_config_error(tmp_path):
+    (tmp_path / "latin1.yml").write_bytes("# caf\xe9\nmodel: {}\n".encode("latin-1"))
+    with pytest.raises(C.ConfigError, match=r"latin1.yml: not UTF-8 text \(byte 0xe9 at offset 5\); save the"):
+        C.load(tmp_path / "latin1.yml")
+
+
+def test_shipped_configs_find_the_demo_set_from_any_folder(tmp_path, monkeypatch):
+    """The demo set ships inside the package: ``${BLAZEKIT_DEMO}``, not a path relative to the checkout."""
+    from blazekit.data import DEMO_ROOT
+    from blazekit.data.loader import check_dataset_paths
+
+    monkeypatch.chdir(tmp_path)
+    cfg = C.load("quickstart")
+    check_dataset_paths(cfg, splits=("train", "val"))  # raised DatasetNotFoundError outside the checkout
+    assert C.expand_env(cfg["data"]["val"]["dataset"])["ann_file"] == str(DEMO_ROOT / "annotations.json")

@@ -102,7 +102,7 @@ def test_eval_tool_on_demo_prints_settings_draws_and_saves_preds(tmp_path, monke
     from blazekit.evaluation.wider import read_prediction_file
     from blazekit.inference import load_image
 
-    monkeypatch.chdir(REPO)  # the demo config's paths are relative to the repository root
+    monkeypatch.chdir(REPO)
     rc = eval_tool.main(["configs/quickstart.yml", "--weights", "mediapipe_short_range", "--quiet",
                          "--save-preds", str(tmp_path / "preds"), "--vis", str(tmp_path / "vis"), "--num-vis", "2",
                          "--set", "eval.test_scale=[256, 256]"])

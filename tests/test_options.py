@@ -54,6 +54,18 @@ QUICKSTART = REPO / "configs" / "quickstart.yml"
     ("+imports=[a, 5]", "imports = ['a', 5]: expected a list of module names"),
     ("model.postprocess.score_thr=1.5", "model.postprocess.score_thr = 1.5: expected a number >= 0 and <= 1"),
     ("model.postprocess.score_thr=-0.1", "model.postprocess.score_thr = -0.1: expected a number >= 0 and <= 1"),
+    # the model's own parts (issue #21: these were ValueError tracebacks from the classes)
+    ("model.postprocess.iou_thr=-1", "model.postprocess.iou_thr = -1: expected a number >= 0 and <= 1"),
+    ("model.postprocess.max_det=0", "model.postprocess.max_det = 0: expected null or an integer >= 1"),
+    ("model.postprocess.sigmoid_clip=-1", "model.postprocess.sigmoid_clip = -1: expected null or a number > 0"),
+    ("+model.postprocess.iou_th=0.5", "unknown config key 'model.postprocess.iou_th'; did you mean "
+                                      "model.postprocess.iou_thr or"),
+    ("model.matcher.pos_iou=2", "model.matcher.pos_iou = 2: expected a number >= 0 and <= 1"),
+    ("model.matcher.neg_iou=0.5", "model.matcher.neg_iou = 0.5: expected a number <= model.matcher.pos_iou (0.35)"),
+    ("model.matcher.force_best=yes please", "model.matcher.force_best = 'yes please': expected true or false"),
+    ("model.loss.neg_pos_ratio=-3", "model.loss.neg_pos_ratio = -3: expected a number >= 0"),
+    ("model.loss.min_negatives=1.5", "model.loss.min_negatives = 1.5: expected an integer >= 0"),
+    ("model.coder.scale=[1, 2]", "model.coder.scale = [1, 2]: expected null, a positive number or 4 positive"),
 ])
 def test_bad_value_is_one_config_error_naming_key_given_and_expected(override, message):
     with pytest.raises(C.ConfigError) as err:
@@ -134,3 +146,30 @@ def test_train_tool_top_level_typo_file(tmp_path):
     assert out.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'typo.yml'}: unknown config key 'trian'; did you mean train? "
         "Known top-level keys: model, data, train, eval, imports"]
+
+
+def test_model_part_tables_list_exactly_the_arguments_of_their_classes():
+    """So a valid argument is never refused and a typo is never let through (the registry's signatures decide)."""
+    from blazekit.registry import ALL_REGISTRIES
+
+    for part, by_type in options.MODEL_PARTS.items():
+        registry = ALL_REGISTRIES[options.REGISTRY_SECTIONS[f"model.{part}"]]
+        for name, table in by_type.items():
+            assert sorted(table) == sorted(registry.arguments(name)), (part, name)
+            assert options.problems({"model": {part: {"type": name, **options.defaults(table)}}}) is None, name
+
+
+def test_a_value_a_registered_class_refuses_is_a_build_error_naming_the_config_path():
+    from blazekit.registry import ArgumentValueError, BuildError, Registry
+
+    reg = Registry("things")
+
+    @reg.register()
+    class Thing:
+        def __init__(self, size: int = 1) -> None:
+            if size < 1:
+                raise ValueError(f"Thing: size must be >= 1, got {size}")
+
+    with pytest.raises(ArgumentValueError, match=r"^model.thing: Thing: size must be >= 1, got 0$") as err:
+        reg.build({"type": "Thing", "size": 0}, where="model.thing")
+    assert isinstance(err.value, BuildError) and isinstance(err.value, ValueError)
