@@ -11,46 +11,29 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-QUICKSTART = REPO / "configs" / "quickstart.yml"
-DEMO = REPO / "blazekit" / "data" / "demo"
+from test_no_silent_results import _refused as refused, _snapshot, _tool
+from test_bad_inputs import DEMO, QUICKSTART, REPO, SHORT_RUN as SHORT
+
 IMG = DEMO / "images" / "sample1.jpg"
 W = "mediapipe_short_range"
-SHORT = ["--set", "train.epochs=1", "train.val_before_train=false", "train.val_vis=0", "train.progress_bar=false",
-         "train.tensorboard=false"]
 
 
 def _env():
+    """For the Popen runs: the test helpers importable (``imports: [test_train_support]``), output unbuffered."""
     env = dict(os.environ, OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO), env.get("PYTHONPATH", "")])
     env.pop("BLAZEKIT_DEBUG", None)
     return env
 
 
-def blazekit(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "blazekit", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or REPO, env=_env(), timeout=300)
-
-
-def refused(r, *names):
-    """Exit code 2, exactly one ``error:`` line holding every one of ``names``, no traceback; returns the line."""
-    assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert r.returncode == 2, r.stderr[-3000:]
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and all(n in errors[0] for n in names), r.stderr[-3000:]
-    return errors[0]
-
-
-def _tree(folder):
-    """{relative path: bytes} of every file under ``folder``: what a refused run must leave as it was."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+def blazekit(*args, cwd=REPO):
+    """``python -m blazekit ARGS``, the completed process."""
+    return _tool("-m", *args, cwd=cwd)
 
 
 @pytest.fixture
@@ -200,11 +183,11 @@ def places(tmp_path):
 ], ids=["train-file", "train-under-file", "predict-file", "export-dir", "export-under-file", "eval-dir",
         "eval-under-file", "eval-preds-file", "convert-dir", "browse-file"])
 def test_unwritable_output_paths_are_refused_naming_the_path(places, args, message):
-    before = _tree(places)
+    before = _snapshot(places)
     paths = {"afile": places / "afile", "adir": places / "adir"}
     r = blazekit(*[str(a).format(**paths) for a in args])
     refused(r, message.format(**paths))
-    assert _tree(places) == before  # nothing created, nothing overwritten
+    assert _snapshot(places) == before  # nothing created, nothing overwritten
 
 
 def test_a_folder_where_a_run_file_should_be_is_refused_before_training(tmp_path):
@@ -261,7 +244,7 @@ def test_check_device_names_what_is_wrong():
     from blazekit.engine.cli import UsageError, check_device
 
     assert check_device(None) is None and check_device("cpu") == "cpu"
-    with pytest.raises(UsageError, match="--device banana: not a device; expected cpu, cuda or cuda:N"):
+    with pytest.raises(UsageError, match=r"--device 'banana': expected cpu, cuda, cuda:N \(N = 0, 1, ...\) or mps"):
         check_device("banana")
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     with pytest.raises(UsageError, match=f"--device cuda:{n + 3}: "):
@@ -392,17 +375,17 @@ def test_a_refused_run_leaves_no_empty_work_dir_and_keeps_an_earlier_run(tmp_pat
     new = tmp_path / "runs" / "new"
     assert train.main([str(QUICKSTART), "--work-dir", str(new), *SHORT, *bad]) == 2
     assert not (tmp_path / "runs").exists()  # no empty run folder (and no parent folder) left behind
-    old = tmp_path / "old"
+    old = tmp_path / "old"  # a folder of yours (no checkpoints: a run's would be refused before anything else)
     old.mkdir()
-    (old / "train.log").write_text("an earlier run\n")
-    (old / "last.pt").write_bytes(b"earlier weights")
+    (old / "train.log").write_text("an earlier attempt\n")
+    (old / "notes.txt").write_text("mine\n")
     assert train.main([str(QUICKSTART), "--work-dir", str(old), *SHORT, *bad]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 2 and "does not fit the model" in err[1]
-    assert (old / "last.pt").read_bytes() == b"earlier weights"
+    assert (old / "notes.txt").read_text() == "mine\n"
     log = (old / "train.log").read_text()
-    assert log.startswith("an earlier run\n") and log.rstrip().endswith(err[1])  # the earlier log, plus why
-    assert sorted(p.name for p in old.iterdir()) == ["last.pt", "train.log"]
+    assert log.startswith("an earlier attempt\n") and log.rstrip().endswith(err[1])  # the earlier log, plus why
+    assert sorted(p.name for p in old.iterdir()) == ["notes.txt", "train.log"]  # no lock or config left
 
 
 def test_resume_refuses_a_training_set_whose_content_changed(demo, tmp_path):
