@@ -192,7 +192,8 @@ def _demo_images():
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("mode,pad,norm", [("letterbox", 0, "minus_one_one"), ("letterbox", 114, "zero_one")])
+@pytest.mark.parametrize("mode,pad,norm", [("letterbox", 0, "minus_one_one"), ("letterbox", 114, "zero_one"),
+                                           ("mediapipe", 0, "minus_one_one"), ("mediapipe", 114, "zero_one")])
 def test_lean_preprocessor_equals_letterbox_normalize(layout, mode, pad, norm):
     from blazekit.deploy.runtime import LeanPreprocessor
     from blazekit.preprocess import letterbox, normalize
@@ -210,7 +211,7 @@ def test_lean_preprocessor_equals_letterbox_normalize(layout, mode, pad, norm):
         assert infos[i] == info
     x1, _ = pre(images[:1])  # the buffer is reused: a smaller batch overwrites its padding correctly
     assert np.array_equal(x1[0] if layout == "NCHW" else x1[0].transpose(2, 0, 1),
-                          normalize(letterbox(images[0], (128, 128), pad_value=pad)[0], norm))
+                          normalize(letterbox(images[0], (128, 128), pad_value=pad, mode=mode)[0], norm))
     with pytest.raises(ValueError, match="image 0: expected an HxWx3 uint8"):
         pre([images[0].astype(np.float32)])
 

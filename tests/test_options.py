@@ -40,6 +40,8 @@ QUICKSTART = REPO / "configs" / "quickstart.yml"
     ("model.input_size=big", "model.input_size = 'big': expected a positive integer or [H, W]"),
     ("model.preprocess.normalize=unit", "model.preprocess.normalize = 'unit': expected one of 'minus_one_one', "
                                         "'zero_one'"),
+    ("model.preprocess.resize=opencv", "model.preprocess.resize = 'opencv': expected one of 'letterbox', 'stretch', "
+                                       "'mediapipe'"),
     ("model.preprocess.pad_value=300", "model.preprocess.pad_value = 300: expected an integer in 0..255"),
     ("+model.preprocess.resise=stretch", "unknown config key 'model.preprocess.resise'; did you mean "
                                          "model.preprocess.resize?"),

@@ -1,7 +1,7 @@
 """Running an exported detector: onnxruntime sessions, lean pre-processing and :class:`OnnxDetector`.
 
-:class:`LeanPreprocessor` letterboxes with the same geometry as :func:`blazekit.preprocess.letterbox` and
-normalises straight into a reused float32 buffer (bit-identical to ``letterbox`` + ``normalize``).
+:class:`LeanPreprocessor` letterboxes with the same geometry as :func:`blazekit.preprocess.letterbox` (every
+``resize`` mode) and normalises straight into a reused float32 buffer (bit-identical to ``letterbox`` + ``normalize``).
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..preprocess import NORMALIZATIONS, LetterboxInfo, letterbox_geometry, resize_for
+from ..preprocess import (NORMALIZATIONS, RESIZE_MODES, LetterboxInfo, letterbox_geometry, mediapipe_letterbox,
+                          resize_for)
 from .export import POSTPROCESS_OUTPUTS
 
 PathLike = Union[str, os.PathLike]
@@ -31,13 +32,13 @@ class LeanPreprocessor:
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"LeanPreprocessor: unknown normalize {normalize!r}; expected one of "
                              f"{sorted(NORMALIZATIONS)}")
-        if resize not in ("letterbox", "stretch"):
-            raise ValueError(f"LeanPreprocessor: unknown resize {resize!r}; expected 'letterbox' or 'stretch'")
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"LeanPreprocessor: unknown resize {resize!r}; expected one of {list(RESIZE_MODES)}")
         if layout not in ("NCHW", "NHWC"):
             raise ValueError(f"LeanPreprocessor: layout must be 'NCHW' or 'NHWC', got {layout!r}")
         self.size = (int(input_size[0]), int(input_size[1]))
         self.scale, self.offset = NORMALIZATIONS[normalize]
-        self.resize, self.layout = resize, layout
+        self.resize, self.layout, self.pad_value = resize, layout, int(pad_value)
         # the pad value goes through the same float32 arithmetic as the pixels
         self.pad = np.float32(np.float32(pad_value) * np.float32(self.scale) + np.float32(self.offset))
         self._buf = np.empty((0,), np.float32)
@@ -57,9 +58,14 @@ class LeanPreprocessor:
                 raise ValueError(f"image {i}: expected an HxWx3 uint8 RGB numpy array, got "
                                  f"{getattr(img, 'shape', type(img).__name__)} {getattr(img, 'dtype', '')}")
             h, w = img.shape[:2]
-            scale, nw, nh, x0, y0 = letterbox_geometry(h, w, self.size, self.resize)
-            resized = resize_for(img, nw, nh, scale)
             dst = out[i]
+            if self.resize == "mediapipe":  # fills the whole input, padding included
+                resized, info = mediapipe_letterbox(img, self.size, self.pad_value)
+                nh, nw, x0, y0 = self.size[0], self.size[1], 0, 0
+            else:
+                scale, nw, nh, x0, y0 = letterbox_geometry(h, w, self.size, self.resize)
+                resized = resize_for(img, nw, nh, scale)
+                info = LetterboxInfo(scale=scale, pad_x=float(x0), pad_y=float(y0), orig_h=h, orig_w=w)
             if (nw, nh) != (self.size[1], self.size[0]):
                 dst.fill(self.pad)
             if self.layout == "NCHW":
@@ -68,7 +74,7 @@ class LeanPreprocessor:
                 region, src = dst[y0:y0 + nh, x0:x0 + nw], resized
             np.multiply(src, np.float32(self.scale), out=region, dtype=np.float32)
             region += np.float32(self.offset)
-            infos.append(LetterboxInfo(scale=scale, pad_x=float(x0), pad_y=float(y0), orig_h=h, orig_w=w))
+            infos.append(info)
         return out, infos
 
 
