@@ -16,9 +16,24 @@ pytestmark = pytest.mark.mediapipe
 pytest.importorskip("mediapipe")
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "blazekit" / "data" / "demo" / "images"
 MODELS = [("face_detection_short_range.tflite", "configs/blazeface_front.yml", "mediapipe_short_range"),
           ("face_detection_full_range_sparse.tflite", "configs/blazeface_full_range.yml", "mediapipe_full_range")]
+
+
+def _demo_with_crops(folder):
+    """The demo photos (copied) plus the two crops the fixtures hold, as lossless PNGs (see
+    tests/test_mediapipe_preprocess.py)."""
+    import shutil
+
+    import cv2
+
+    from test_mediapipe_preprocess import DEMO as demo, demo_image
+
+    for p in demo.glob("*.jpg"):
+        shutil.copy(p, folder / p.name)
+    for name in ["sample5_458x587.png", "sample6_497x629.png"]:
+        cv2.imwrite(str(folder / name), cv2.cvtColor(demo_image(name), cv2.COLOR_RGB2BGR))
+    return folder
 
 
 def _script():
@@ -31,7 +46,7 @@ def _script():
 @pytest.mark.parametrize("tflite,config,weights", MODELS)
 def test_tasks_face_detector_gives_predicts_faces(tflite, config, weights, shared, tmp_path, capsys):
     args = ["--tflite", str(shared("weights", "mediapipe", tflite)), "--config", str(REPO / config),
-            "--weights", weights, "--images", str(DEMO)]
+            "--weights", weights, "--images", str(_demo_with_crops(tmp_path))]
     script = _script()
     assert script.main(args + ["--save", str(tmp_path / "tasks.json")]) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
