@@ -14,12 +14,16 @@ Both sides read the same pixels (``blazekit.inference.load_image``). blazekit ru
 ``model.preprocess.resize: mediapipe`` (MediaPipe's own pre-processing; ``--resize`` measures another mode) and
 MediaPipe with the detector's score threshold and NMS IoU (``min_detection_confidence`` /
 ``min_suppression_threshold``; in an app those are MediaPipe's options, not the config's). Faces are paired by
-IoU; per pair it checks the box (Tasks truncates to integer pixels: within ``--box-tol`` px of blazekit's box
-clamped the same way), the keypoints (within ``--kpt-tol`` of the image size; Tasks returns them normalised) and
-the score (``--score-tol``). A face found by one side only is allowed when its score is within ``--score-tol`` of
-the threshold (it may fall either side). Prints one row per image and a summary (``box_int``: Tasks' integer box
-vs blazekit's truncated), exits 1 when a tolerance is missed. ``--save FILE.json`` writes MediaPipe's
-detections: that is how tests/fixtures/mediapipe_tasks/*.json were made.
+IoU; per pair it checks the box (``box_int``: Tasks' integer box against blazekit's box clamped and truncated the
+same way, within ``--box-tol`` px; ``box_px`` is the distance to blazekit's unrounded box, < 1 when they are
+equal), the keypoints (within ``--kpt-tol`` of the image size; Tasks returns them normalised) and the score
+(``--score-tol``). A face found by one side only is allowed when its score is within ``--score-tol`` of the
+threshold (it may fall either side). Prints one row per image and a summary, exits 1 when a tolerance is missed.
+``--save FILE.json`` writes MediaPipe's detections: that is how tests/fixtures/mediapipe_tasks/*.json were made.
+
+An fp16 export stores the weights rounded to fp16, so against the fp32 checkpoint scores move by ~1e-3 and a box
+can cross an integer; ``--weights`` = the file converted back (``tools/convert.py F.tflite W.pt --config C``)
+compares like with like.
 """
 from __future__ import annotations
 
@@ -132,7 +136,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--resize", default="mediapipe", choices=["mediapipe", "letterbox", "config"],
                     help="blazekit's pre-processing (default mediapipe: MediaPipe's own; config: as configured)")
     ap.add_argument("--score-thr", type=float, default=None, help="both sides (default: the config's score_thr)")
-    ap.add_argument("--box-tol", type=float, default=1.0, help="px (Tasks rounds boxes to integers)")
+    ap.add_argument("--box-tol", type=float, default=1.0, help="px, integer boxes (Tasks truncates boxes)")
     ap.add_argument("--kpt-tol", type=float, default=0.05, help="fraction of the image size")
     ap.add_argument("--score-tol", type=float, default=0.01)
     ap.add_argument("--save", default=None, help="write MediaPipe's detections per image to this JSON file")
@@ -161,7 +165,7 @@ def _run(args: argparse.Namespace, det: Any, tasks: Any, thr: float) -> int:
     paths = list_images(args.images, args.max_images)
     print(f"MediaPipe Tasks FaceDetector ({args.tflite}) vs detector.predict ({args.config}, {args.weights}, "
           f"resize {det.preprocess_cfg['resize']}); score threshold {thr}, NMS IoU {det.postprocess.iou_thr}")
-    print(f"{'image':<40} {'size':>9} {'mp':>3} {'bk':>3} {'pair':>4} {'score':>8} {'box px':>7} "
+    print(f"{'image':<40} {'size':>9} {'mp':>3} {'bk':>3} {'pair':>4} {'score':>8} {'box int':>7} "
           f"{'kpt px':>8} {'kpt/img':>8}")
     saved, pairs, lone, lone_bad = {}, [], [], []
     for p in paths:
@@ -179,7 +183,7 @@ def _run(args: argparse.Namespace, det: Any, tasks: Any, thr: float) -> int:
             return max((r[key] for r in c["pairs"]), default=0.0)
 
         print(f"{p.name[-40:]:<40} {w:>4}x{h:<4} {len(t['scores']):>3} {len(o['scores']):>3} "
-              f"{len(c['pairs']):>4} {worst('score'):>8.1e} {worst('box_px'):>7.2f} {worst('kpt_px'):>8.1e} "
+              f"{len(c['pairs']):>4} {worst('score'):>8.1e} {worst('box_int'):>7.0f} {worst('kpt_px'):>8.1e} "
               f"{worst('kpt_frac'):>8.1e}")
     if args.save:
         import hashlib
@@ -196,8 +200,8 @@ def _run(args: argparse.Namespace, det: Any, tasks: Any, thr: float) -> int:
     print(f"\n{len(paths)} images, {len(pairs)} faces paired, {len(lone)} found by one side only "
           f"({len(lone_bad)} of them beyond threshold +- {args.score_tol})")
     failed = bool(lone_bad)
-    for key, tol, fmt in [("score", args.score_tol, ".2e"), ("box_px", args.box_tol, ".2f"),
-                          ("box_int", None, ".0f"), ("kpt_px", None, ".2e"), ("kpt_frac", args.kpt_tol, ".2e")]:
+    for key, tol, fmt in [("score", args.score_tol, ".2e"), ("box_px", None, ".2f"),
+                          ("box_int", args.box_tol, ".0f"), ("kpt_px", None, ".2e"), ("kpt_frac", args.kpt_tol, ".2e")]:
         vals = np.array([r[key] for r in pairs]) if pairs else np.zeros(1)
         bad = tol is not None and float(vals.max()) > tol
         failed |= bad
