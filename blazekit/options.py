@@ -236,9 +236,9 @@ LOADER: Dict[str, Opt] = {
 
 #: ``model.preprocess:`` (the detector fills the defaults)
 PREPROCESS: Dict[str, Opt] = {
-    # how predict/evaluation fit an image into the input (blazekit.preprocess.RESIZE_MODES; "mediapipe" =
-    # MediaPipe's own ImageToTensorCalculator, for detections equal to MediaPipe's FaceDetector)
-    "resize": Opt(one_of("letterbox", "stretch", "mediapipe"), "letterbox"),
+    "resize": Opt(one_of("letterbox", "stretch", "mediapipe"), "letterbox",
+                  "how predict and evaluation fit an image into the input (blazekit.preprocess.RESIZE_MODES); "
+                  "mediapipe: MediaPipe's own pre-processing, for the detections of its FaceDetector"),
     "normalize": Opt(one_of("minus_one_one", "zero_one"), "minus_one_one"),
     "pad_value": Opt(lambda v: None if _is_int(v) and 0 <= v <= 255 else "an integer in 0..255", 0),
 }
