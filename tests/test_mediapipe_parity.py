@@ -53,6 +53,10 @@ def test_tasks_face_detector_gives_predicts_faces(tflite, config, weights, share
     assert "0 found by one side only" in out and out.rstrip().endswith("OK")
     # the letterbox mode is another pre-processing: the same check fails there
     assert script.main(args + ["--resize", "letterbox"]) == 1
+    if importlib.util.find_spec("tflite") is not None:  # the weights read back from the file: the same faces
+        assert script.main(args[:4] + args[6:] + ["--weights-from-tflite"]) == 0
+        assert "read back from" in capsys.readouterr().out
+    assert script.main(args[:4] + args[6:]) == 2  # neither --weights nor --weights-from-tflite
     capsys.readouterr()
     got = json.loads((tmp_path / "tasks.json").read_text())["images"]
     stored = json.loads((REPO / "tests" / "fixtures" / "mediapipe_tasks" / f"{weights[10:]}.json").read_text())
