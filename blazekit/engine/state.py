@@ -15,13 +15,14 @@ import torch
 from torch import nn
 
 from .. import config as config_lib
+from ..errors import UserError
 from ..checkpoint import (CheckpointError, architecture_diff, check_compatible, load_checkpoint, load_model_weights,
                           misfit_lines)
 from .ema import unwrap
 from .optim import freeze_parameters, frozen_norm_modules
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot continue (too many non-finite losses, out of memory, incompatible checkpoint)."""
 
 
