@@ -141,9 +141,9 @@ def build_train_model(cfg: Mapping[str, Any], tcfg: Mapping[str, Any], device: t
     and SyncBN if asked; returns ``(model, init report or None, norm layers to keep in eval mode)``."""
     from ..models.build import build_detector
 
-    model_cfg = copy.deepcopy(dict(cfg))
-    init = model_cfg["model"].get("init")
-    model_cfg["model"]["init"] = None  # loaded below, with a report of what matched
+    model_cfg = copy.deepcopy(dict(cfg["model"]))  # the section: the config was validated when it was loaded
+    init = model_cfg.get("init")
+    model_cfg["init"] = None  # loaded below, with a report of what matched
     model = build_detector(model_cfg, device=str(device))
     report = load_pretrained(model, init, log, strict=bool(tcfg["init_strict"])) if init else None
     frozen = freeze_parameters(model, tcfg["freeze"])
