@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .config import diff, plain
+from .errors import UserError
 
 PathLike = Union[str, os.PathLike]
 
@@ -28,7 +29,7 @@ PathLike = Union[str, os.PathLike]
 ARCH_KEYS = ("backbone", "neck", "head", "anchors", "num_keypoints", "input_size")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 

@@ -45,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     name = args[0]
     if name not in COMMANDS:
-        from .registry import close_matches
+        from .errors import close_matches
 
         hint = close_matches(name, COMMANDS)
         print(f"error: unknown command {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")

@@ -11,11 +11,13 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Union
 
 import yaml
 
-from .registry import close_matches, import_modules
+from . import options
+from .errors import ConfigError, close_matches
+from .registry import import_modules
 
 PathLike = Union[str, os.PathLike]
 
@@ -43,10 +45,6 @@ _Loader.add_implicit_resolver(
 def parse_yaml(text: str) -> Any:
     """YAML text -> Python, with the float fix above (used for files and ``--set`` values)."""
     return yaml.load(text, Loader=_Loader)
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the file/key."""
 
 
 def _resolve_path(path: PathLike, relative_to: Optional[Path] = None) -> Path:
@@ -112,31 +110,42 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     return data
 
 
-def load(path: PathLike, overrides: Iterable[str] = (), imports: Iterable[str] = ()) -> Dict[str, Any]:
-    """Load a YAML config with its bases, apply ``overrides`` and import user modules.
+def load(path: PathLike, overrides: Iterable[str] = (), imports: Iterable[str] = (),
+         require: Sequence[str] = ()) -> Dict[str, Any]:
+    """Load a YAML config with its bases, apply ``overrides``, validate it and import its user modules: once, so
+    every tool and the trainer trust the result.
 
-    ``imports`` (from ``--import``) and the config's ``imports:`` list are imported before returning,
-    so every ``type:`` they register can be built. The result records its source in ``_source_``.
-    User modules are found on ``sys.path``, in the current directory and beside the config file.
-    Every section present is validated against :mod:`blazekit.options` (after the overrides), so a typo or
-    an impossible value is one :class:`ConfigError` here, before any work.
+    ``imports`` (from ``--import``) and the config's ``imports:`` list are imported (before the overrides, so a
+    ``--set`` may name an argument of a type they register) and recorded in ``imports``. User modules are found on
+    ``sys.path``, in the current directory and beside the config file. The result is validated against
+    :mod:`blazekit.options` (``require``: top-level sections that must be there, e.g. ``("model",)``), so a typo
+    or an impossible value is one :class:`ConfigError` here, before any work; it records its file in ``_source_``.
     """
-    from .options import validate
-
     source = _resolve_path(path)
     if not _read_yaml(source):
         raise ConfigError(f"{source}: the config file is empty; expected at least a model: section "
                           "(e.g. '_base_: [blazeface_front.yml]')")
-    cfg = _strip_replace(_load_with_bases(source, stack=()))
-    cfg = apply_overrides(cfg, overrides)
+    return resolve(_strip_replace(_load_with_bases(source, stack=())), overrides, imports, require, source)
+
+
+def resolve(cfg: Mapping[str, Any], overrides: Iterable[str] = (), imports: Iterable[str] = (),
+            require: Sequence[str] = (), source: Optional[Path] = None) -> Dict[str, Any]:
+    """What :func:`load` does after reading the file, for a config given as a dict (a notebook's): user modules
+    imported, ``overrides`` applied, validated once; a copy is returned."""
+    search = [source.parent] if source is not None else []
+    imports = list(imports)
+    names = module_names(cfg.get("imports"), source)
+    import_modules(names + [m for m in imports if m not in names], search=search)
+    cfg = apply_overrides(dict(cfg), overrides)
     if "imports" in cfg:  # --set imports=my_faces names one module, as the file may
         cfg["imports"] = module_names(cfg["imports"], source)
-    validate(cfg, source=str(source))
+    options.validate(cfg, require=require, source=str(source) if source is not None else None)
     extra = [m for m in imports if m not in cfg.get("imports", [])]
     if extra:
         cfg["imports"] = list(cfg.get("imports", [])) + extra
-    import_modules(cfg.get("imports") or [], search=[source.parent])
-    cfg["_source_"] = str(source)
+    import_modules(cfg.get("imports") or [], search=search)  # those a --set imports=... added
+    if source is not None:
+        cfg["_source_"] = str(source)
     return cfg
 
 
@@ -162,8 +171,6 @@ def _load_with_bases(path: Path, stack: tuple) -> Dict[str, Any]:
 
 def module_names(imports: Any, source: Optional[PathLike] = None) -> List[str]:
     """``imports:`` as a list: one name (``imports: my_faces``) is one module, never its letters; null is none."""
-    from .options import IMPORTS_EXPECTED
-
     if imports is None:
         return []
     if isinstance(imports, str):
@@ -171,7 +178,7 @@ def module_names(imports: Any, source: Optional[PathLike] = None) -> List[str]:
     if isinstance(imports, (list, tuple)) and all(isinstance(m, str) for m in imports):
         return list(imports)
     where = f"{source}: " if source is not None else ""
-    raise ConfigError(f"{where}imports = {imports!r:.60}: expected {IMPORTS_EXPECTED}")
+    raise ConfigError(f"{where}imports = {imports!r:.60}: expected {options.IMPORTS_EXPECTED}")
 
 
 _VAR = re.compile(r"\$\{([^}:]+)(?::-([^}]*))?\}")
@@ -248,8 +255,6 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
     """Apply ``["a.b=1", "+new.key=x"]``; values parsed as YAML. A key must exist in the config, be an option
     of the schema (:mod:`blazekit.options`, e.g. ``train.amp``) or an argument of the registry-built part it sits
     in (``data.train.dataset.on_bad_sample``), unless written ``+a.b``."""
-    from .options import known_key, registry_arguments
-
     cfg = copy.deepcopy(cfg)
     for item in overrides or []:
         if "=" not in item:
@@ -269,9 +274,10 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
                 node = node[_list_index(node, part, item, ".".join(parts[:i]))]
             else:
                 if part not in node:
-                    if not add and not known_key(parts[: i + 1]):
+                    if not add and not options.known_key(parts[: i + 1]):
                         _missing_key(cfg, key, raw)  # raises with close matches
-                    node[part] = {}
+                    default = options.default_of(parts[: i + 1])  # train.optimizer: its default's type and arguments
+                    node[part] = copy.deepcopy(default) if isinstance(default, Mapping) else {}
                 node = node[part]
             if not isinstance(node, (MutableMapping, list)):
                 raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} is a value, not a section")
@@ -279,8 +285,8 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
         if isinstance(node, list):
             node[_list_index(node, last, item, ".".join(parts[:-1]))] = value
             continue
-        if last not in node and not add and not known_key(parts):
-            arguments = registry_arguments(parts[:-1], node)
+        if last not in node and not add and not options.known_key(parts):
+            arguments = options.registry_arguments(parts[:-1], node)
             if last not in arguments:
                 _missing_key(cfg, key, raw, arguments)  # raises with close matches
         node[last] = value

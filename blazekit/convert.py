@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import UserError
 from .registry import DETECTORS
 
 PathLike = Union[str, os.PathLike]
@@ -31,7 +32,7 @@ PathLike = Union[str, os.PathLike]
 _CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "_base_" / "models"
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """Source weights that do not fit the target architecture; the message names the tensors."""
 
 

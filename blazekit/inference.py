@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import cv2
 import numpy as np
 
+from .errors import UserError
+
 PathLike = Union[str, os.PathLike]
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm"})
@@ -33,7 +35,7 @@ KEYPOINT_NAMES_6 = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_
 KEYPOINT_COLORS = ((255, 64, 64), (64, 160, 255), (255, 220, 0), (255, 64, 255), (0, 230, 230), (160, 255, 64))
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """An input that could not be read; the message names the file and the reason."""
 
 

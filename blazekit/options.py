@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from .registry import close_matches
+from .errors import ConfigError, close_matches
 
 #: a check returns None when the value is fine, else what was expected ("an integer >= 1")
 Check = Callable[[Any], Optional[str]]
@@ -231,7 +231,17 @@ LOADER: Dict[str, Opt] = {
     "pin_memory": Opt(boolean),
     "persistent_workers": Opt(boolean),
     "prefetch_factor": Opt(optional(integer(1))),
-    "multi_scale": Opt(optional(mapping)),  # {sizes: [...]}: checked by blazekit.data.multiscale.build_collate
+    "multi_scale": Opt(optional(mapping), NO_DEFAULT, "{sizes: [96, 112, 128], stride: 16, mode: bilinear}: each batch "
+                       "is resized to one of sizes (see MULTI_SCALE)"),
+}
+
+#: ``data.<split>.multi_scale`` (:class:`blazekit.data.multiscale.MultiScaleCollate`)
+MULTI_SCALE: Dict[str, Opt] = {
+    "sizes": Opt(list_of(size_hw, "sizes (an integer or [H, W])"), NO_DEFAULT,
+                 "input sizes a batch is resized to, each divisible by stride"),
+    "stride": Opt(integer(1), 16, "the model's largest stride"),
+    "mode": Opt(one_of("nearest", "nearest-exact", "bilinear", "bicubic", "area"), "bilinear",
+                "torch.nn.functional.interpolate mode"),
 }
 
 #: ``model.preprocess:`` (the detector fills the defaults)
@@ -306,7 +316,7 @@ DEFAULT_STRIDE = 16
 
 # ----------------------------------------------------------------------------- validation
 class _Fail(Exception):
-    """Internal: carries the message; turned into a ConfigError (kept here so options.py imports no config)."""
+    """Internal: carries the message up to the public check, which raises it as a ConfigError."""
 
 
 def _shown(v: Any) -> str:
@@ -397,24 +407,60 @@ def _check_train(train: Any) -> None:
 
 
 def _check_data(data: Any) -> None:
-    from .data.loader import check_split_cfg
-
     if not isinstance(data, Mapping):
         raise _Fail(_bad("data", data, "a mapping of splits (train:, val:, ...) to loader settings"))
     for split, split_cfg in data.items():
-        if split_cfg is None:
-            continue
-        where = f"data.{split}"
-        if not isinstance(split_cfg, Mapping):
-            raise _Fail(_bad(where, split_cfg, "a mapping with dataset: and loader settings"))
-        if "dataset" not in split_cfg:
-            raise _Fail(f"{where} has no 'dataset' entry; expected dataset: {{type: ..., ...}} "
-                        f"(keys given: {', '.join(map(str, split_cfg)) or 'none'})")
-        try:  # the loader's own key check, so a typo reads the same here and there
-            check_split_cfg(split_cfg, where)
-        except ValueError as exc:
-            raise _Fail(str(exc)) from None
-        check_section(split_cfg, LOADER, where)
+        if split_cfg is not None:
+            _check_split(split_cfg, f"data.{split}")
+
+
+def _check_split(split_cfg: Any, where: str) -> None:
+    if not isinstance(split_cfg, Mapping):
+        raise _Fail(_bad(where, split_cfg, "a mapping with dataset: and loader settings"))
+    if "dataset" not in split_cfg:
+        raise _Fail(f"{where} has no 'dataset' entry; expected dataset: {{type: ..., ...}} "
+                    f"(keys given: {', '.join(map(str, split_cfg)) or 'none'})")
+    unknown = sorted(set(split_cfg) - set(LOADER), key=str)
+    if unknown:
+        hints = "".join(f" ({k!r}: did you mean {m[0]!r}?)" for k in unknown
+                        for m in [close_matches(str(k), sorted(LOADER))] if m)
+        raise _Fail(f"{where}: unknown keys {unknown}{hints}; accepted: {sorted(LOADER)}")
+    check_section(split_cfg, LOADER, where)
+    if split_cfg.get("multi_scale") is not None:
+        _check_multi_scale(split_cfg["multi_scale"], f"{where}.multi_scale")
+
+
+def _check_multi_scale(multi_scale: Any, where: str) -> None:
+    if not isinstance(multi_scale, Mapping):
+        raise _Fail(f"{where}: expected a mapping like {{sizes: [96, 112, 128]}}, got {multi_scale!r}")
+    if set(multi_scale) - set(MULTI_SCALE) or "sizes" not in multi_scale:
+        raise _Fail(f"{where}: needs 'sizes' and takes only sizes/stride/mode, got keys {sorted(multi_scale)}")
+    check_section(multi_scale, MULTI_SCALE, where)
+    stride = multi_scale.get("stride", MULTI_SCALE["stride"].default)
+    if not multi_scale["sizes"]:
+        raise _Fail(f"{where}: multi_scale.sizes is empty; give e.g. [96, 112, 128]")
+    for s in multi_scale["sizes"]:
+        if any(x % stride for x in ((s, s) if _is_int(s) else s)):
+            raise _Fail(f"{where}: multi_scale.sizes: {s!r} must be positive and divisible by {stride} (the largest "
+                        "stride of the model)")
+
+
+def check_split(split_cfg: Any, where: str = "data split") -> None:
+    """Raise :class:`ConfigError` unless ``split_cfg`` is a usable ``data.<split>`` section (a dataset, only keys a
+    loader reads, each of the right type, a valid ``multi_scale``): what :func:`validate` checks for each split, for
+    a section given to :func:`blazekit.data.build_dataloader` directly."""
+    try:
+        _check_split(split_cfg, where)
+    except _Fail as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def check_multi_scale(multi_scale: Any, where: str = "data.train.multi_scale") -> None:
+    """Raise :class:`ConfigError` unless ``multi_scale`` is a usable ``multi_scale:`` entry (see :data:`MULTI_SCALE`)."""
+    try:
+        _check_multi_scale(multi_scale, where)
+    except _Fail as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_imports(imports: Any) -> None:
@@ -459,11 +505,15 @@ REQUIRED_HINT = {
 }
 
 
+def _sections() -> Dict[tuple, Mapping[str, Opt]]:
+    return {("train",): TRAIN, ("eval",): EVAL, ("train", "distill"): DISTILL, ("train", "ema"): EMA,
+            ("model", "preprocess"): PREPROCESS}
+
+
 def known_key(parts: Sequence[str]) -> bool:
     """Whether a dotted key (split in parts) names an option of this schema or a section holding some, so
     ``--set eval.kpt_reference=...`` works when the config file does not spell the key out (its default applies)."""
-    sections: Dict[tuple, Mapping[str, Opt]] = {("train",): TRAIN, ("eval",): EVAL, ("train", "distill"): DISTILL,
-                                                ("train", "ema"): EMA, ("model", "preprocess"): PREPROCESS}
+    sections = _sections()
     parts = tuple(parts)
     if len(parts) == 1:
         return parts[0] in ("train", "eval")
@@ -472,6 +522,14 @@ def known_key(parts: Sequence[str]) -> bool:
     if len(parts) == 3 and parts[0] == "data":
         return parts[2] in LOADER
     return parts[:-1] in sections and parts[-1] in sections[parts[:-1]]
+
+
+def default_of(parts: Sequence[str]) -> Any:
+    """The default of the option at a dotted key (split in parts), or :data:`NO_DEFAULT`: a ``--set`` into a section
+    the file leaves out starts from it (``--set train.optimizer.lr=0.1`` sets the default SGD's lr)."""
+    schema = _sections().get(tuple(parts[:-1]))
+    opt = schema.get(parts[-1]) if schema is not None and parts else None
+    return NO_DEFAULT if opt is None else opt.default
 
 
 def registry_arguments(where: Sequence[str], section: Any) -> List[str]:
@@ -493,9 +551,7 @@ def registry_arguments(where: Sequence[str], section: Any) -> List[str]:
 
 
 def validate(cfg: Any, require: Sequence[str] = (), source: Optional[str] = None) -> None:
-    """Raise :class:`blazekit.config.ConfigError` (one line: file, key, given, expected) on the first problem."""
-    from .config import ConfigError
-
+    """Raise :class:`ConfigError` (one line: file, key, given, expected) on the first problem."""
     msg = problems(cfg, require)
     if msg is not None:
         src = source or (cfg.get("_source_") if isinstance(cfg, Mapping) else None)
@@ -507,15 +563,18 @@ def defaults(schema: Mapping[str, Opt]) -> Dict[str, Any]:
     return {k: copy.deepcopy(o.default) for k, o in schema.items() if o.default is not NO_DEFAULT}
 
 
+def with_defaults(schema: Mapping[str, Opt], section: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """A copy of ``section`` (already validated) with every default of ``schema`` filled in."""
+    return {**defaults(schema), **copy.deepcopy(dict(section or {}))}
+
+
 def train_options(cfg: Mapping[str, Any], require: Sequence[str] = ("model",)) -> Dict[str, Any]:
     """``train:`` of ``cfg`` with every default filled, after validating the whole config."""
     validate(cfg, require=require)
-    out = defaults(TRAIN)
-    out.update(copy.deepcopy(dict(cfg.get("train") or {})))
-    return out
+    return with_defaults(TRAIN, cfg.get("train"))
 
 
 def eval_options(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     """``eval:`` of ``cfg`` with every default filled (the section is validated)."""
     validate({"eval": cfg.get("eval")}, source=cfg.get("_source_"))
-    return {**defaults(EVAL), **copy.deepcopy(dict(cfg.get("eval") or {}))}
+    return with_defaults(EVAL, cfg.get("eval"))

@@ -7,7 +7,6 @@ closest matches, because "X is not in the registry" alone is the most asked ques
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import os
@@ -15,31 +14,25 @@ import re
 import sys
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar
 
+from .errors import UserError, close_matches
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(UserError, KeyError):
     """Unknown registry name or unusable config entry; the message is the whole explanation."""
 
     def __str__(self) -> str:  # KeyError would repr() the message and add quotes
         return str(self.args[0]) if self.args else ""
 
 
-class BuildError(TypeError):
+class BuildError(UserError, TypeError):
     """A registered object could not be built from its config (bad or missing arguments)."""
 
 
 class ArgumentValueError(BuildError, ValueError):
     """A registered class refused an argument's value (its own range check), named with the config path; still a
     ``ValueError``, as the class raised it."""
-
-
-def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> List[str]:
-    """Closest names by difflib ratio, case-insensitive, best first."""
-    cands = list(candidates)
-    lower = {c.lower(): c for c in cands}
-    hits = difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=0.5)
-    return [lower[h] for h in hits]
 
 
 class UserModuleError(RegistryError, ImportError):

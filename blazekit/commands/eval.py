@@ -70,10 +70,10 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     from ..engine.trainer import check_dataset_paths
     from ..evaluation.plots import plot_pr_curves
 
-    cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
+    cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports, require=("model",))
     weights = inference_weights(cfg, args.weights)  # never an untrained detector
     check_dataset_paths(cfg, splits=(args.split,))  # a missing dataset says where it was expected
-    detector = build_detector(cfg, weights=weights, device=args.device)
+    detector = build_detector(cfg["model"], weights=weights, device=args.device)
     ev = Evaluator(detector, cfg, split=args.split, progress=not args.quiet, max_images=args.max_images,
                    save_preds=args.save_preds, vis_dir=args.vis, num_vis=args.num_vis,
                    backend=args.backend)

@@ -85,8 +85,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         if args.opset not in OPSETS:  # the upper end depends on the installed torch
             raise UsageError(f"--opset {args.opset}: this torch's ONNX exporter writes opsets "
                              f"{OPSETS[0]}..{OPSETS[-1]}")
-    cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
-    detector = build_detector(cfg, weights=inference_weights(cfg, args.weights), device="cpu").eval()
+    cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports, require=("model",))
+    detector = build_detector(cfg["model"], weights=inference_weights(cfg, args.weights), device="cpu").eval()
     if args.input_size:
         detector.check_input_size(tuple(args.input_size), where="--input-size")
     if args.format == "tflite":

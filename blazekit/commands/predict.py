@@ -68,13 +68,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     args = parse_args(argv, prog)
     check_output(args.out, "--out", folder=True)
     check_device(args.device)
-    from .. import config as cfglib, options
+    from .. import config as cfglib
     from ..models.build import build_detector, inference_weights
     from ..deploy.fuse import fuse_bn
     from ..inference import PredictSummary, expand_sources, predict_sources
 
-    cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports)
-    options.validate(cfg, require=("model",))
+    cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports, require=("model",))
     weights = inference_weights(cfg, args.weights)  # never an untrained detector
     pp = cfg["model"].setdefault("postprocess", {})
     if args.score_thr is not None:
@@ -87,7 +86,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     if not sources:
         print("error: no image or video found in the given sources", file=sys.stderr)
         return 2
-    detector = build_detector(cfg, weights=weights, device=args.device)
+    detector = build_detector(cfg["model"], weights=weights, device=args.device)
     detector.eval()
     if args.input_size:
         detector.check_input_size(tuple(args.input_size), where="--input-size")

@@ -10,13 +10,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import ConfigError, expand_env
+from ..config import expand_env
+from ..errors import ConfigError, UserError
+from ..options import check_split
+from .build import build_dataset
 from .multiscale import build_collate
-from .. import options
 from .sampler import EpochSampler, SeededDataset, seed_transforms
 
 DEFAULT_TRANSFORMS = [{"type": "Letterbox"}, {"type": "Normalize"}]
-LOADER_KEYS = frozenset(options.LOADER)
+check_split_cfg = check_split  # its name here before the check moved to the schema (blazekit.options)
 
 
 def worker_init(worker_id: int) -> None:
@@ -47,19 +49,6 @@ def split_transforms(split_cfg: Mapping[str, Any], model_cfg: Optional[Mapping[s
                             where="transforms")
 
 
-def check_split_cfg(split_cfg: Any, where: str = "data split") -> None:
-    """A ``data.<split>`` section has a ``dataset`` and only keys a loader reads (a typo is an error)."""
-    from ..registry import close_matches
-
-    if not isinstance(split_cfg, Mapping) or "dataset" not in split_cfg:
-        raise ConfigError(f"{where} config needs a 'dataset' entry, got {split_cfg!r}")
-    unknown = sorted(set(split_cfg) - LOADER_KEYS)
-    if unknown:
-        hints = "".join(f" ({k!r}: did you mean {m[0]!r}?)" for k in unknown
-                        for m in [close_matches(k, sorted(LOADER_KEYS))] if m)
-        raise ConfigError(f"{where}: unknown keys {unknown}{hints}; accepted: {sorted(LOADER_KEYS)}")
-
-
 def check_dataset_keypoints(dataset: Any, model_cfg: Mapping[str, Any], where: str = "data split") -> None:
     """The dataset's keypoint count equals ``model.num_keypoints`` (else the loss would misread them)."""
 
@@ -84,9 +73,7 @@ def build_dataloader(split_cfg: Mapping[str, Any], model_cfg: Optional[Mapping[s
     and ``loader.sampler.set_epoch(epoch, skip_samples)`` resumes mid-epoch. ``drop_last`` then defaults to
     "a rank holds at least one full batch" (a partial last batch would make BatchNorm noisy).
     """
-    from . import build_dataset
-
-    check_split_cfg(split_cfg, where)
+    check_split(split_cfg, where)  # a section given directly; one from config.load passes as it did there
     model_cfg = model_cfg or {}
     transforms = split_transforms(split_cfg, model_cfg)
     dataset = build_dataset(copy.deepcopy(split_cfg["dataset"]), transforms=transforms)
@@ -122,7 +109,7 @@ WIDER_HINT = (
 )
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A dataset path in the config does not exist; the message says where it was expected and how to get it."""
 
     def __str__(self) -> str:

@@ -36,7 +36,7 @@ class Mosaic(Dataset):
     def __init__(self, dataset: Union[Mapping[str, Any], Sequence[Any], Dataset], p: float = 0.5,
                  size: int = 640, crop: bool = True, fill: Fill = 114,
                  transforms: Optional[Callable] = None) -> None:
-        from . import build_dataset  # late import: the builder lives in blazekit.data
+        from .build import build_dataset
 
         if not 0 <= p <= 1:
             raise ValueError(f"Mosaic: p must be in [0, 1], got {p}")

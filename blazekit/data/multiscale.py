@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from ..options import check_multi_scale
 from ..preprocess import LetterboxInfo
 from .collate import collate
 
@@ -79,17 +80,9 @@ def resize_batch(images: torch.Tensor, targets: List[Dict[str, Any]], size: Size
 
 def build_collate(multi_scale: Optional[Mapping[str, Any]] = None, where: str = "data.train.multi_scale") -> Any:
     """The collate function of a ``data.<split>`` section: plain :func:`collate`, or :class:`MultiScaleCollate`
-    from its ``multi_scale: {sizes: [...], stride: 16}`` entry (a mistake is a ConfigError naming ``where``)."""
-    from ..config import ConfigError
-
+    from its ``multi_scale: {sizes: [...], stride: 16}`` entry (checked by the schema,
+    :func:`blazekit.options.check_multi_scale`: a mistake is a ConfigError naming ``where``)."""
     if not multi_scale:
         return collate
-    if not isinstance(multi_scale, Mapping):
-        raise ConfigError(f"{where}: expected a mapping like {{sizes: [96, 112, 128]}}, got {multi_scale!r}")
-    unknown = sorted(set(multi_scale) - {"sizes", "stride", "mode"})
-    if unknown or "sizes" not in multi_scale:
-        raise ConfigError(f"{where}: needs 'sizes' and takes only sizes/stride/mode, got keys {sorted(multi_scale)}")
-    try:
-        return MultiScaleCollate(**dict(multi_scale))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    check_multi_scale(multi_scale, where)
+    return MultiScaleCollate(**dict(multi_scale))

@@ -1,7 +1,8 @@
 """What the command-line tools share: a user's mistake ends in one ``error: ...`` line and exit code 2.
 
-Every blazekit error type already names the file/field and what was expected; a traceback on top of
-that only buries the message. ``BLAZEKIT_DEBUG=1`` re-raises, for when the traceback is what you need.
+Every blazekit error type derives :class:`blazekit.errors.UserError` (a bottom module that imports nothing
+heavy, so catching it keeps ``--help`` light) and names the file/field and what was expected; a traceback on top
+of that only buries the message. ``BLAZEKIT_DEBUG=1`` re-raises, for when the traceback is what you need.
 The checks every tool makes on its own flags before any work (output paths, ``--device``) live here too,
 so a run that cannot write its results or use its device is refused before it starts, not after.
 """
@@ -13,7 +14,9 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Optional, Sequence, Union
+
+from ..errors import UserError
 
 #: exit code of a run stopped by a user error (bad config, missing file, incompatible checkpoint)
 USER_ERROR_EXIT = 2
@@ -21,19 +24,10 @@ USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """A command-line value that cannot be used: a flag out of range, an output path that cannot be written, a
     device this machine does not have. The message names the flag or the path."""
 
-
-#: (module, class) of every error type that means "fix your input", not "blazekit has a bug"
-USER_ERRORS = (
-    ("blazekit.config", "ConfigError"), ("blazekit.registry", "RegistryError"), ("blazekit.registry", "BuildError"),
-    ("blazekit.data.datasets.base", "DataError"), ("blazekit.checkpoint", "CheckpointError"),
-    ("blazekit.engine.state", "TrainingError"), ("blazekit.evaluation.wider", "WiderFormatError"),
-    ("blazekit.inference", "SourceError"), ("blazekit.convert", "ConversionError"),
-    ("blazekit.engine.cli", "UsageError"), ("blazekit.models.detector", "InputSizeError"),
-)
 
 #: OSErrors without a file name that still mean "this machine cannot take the output", not a bug
 _OUTPUT_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
@@ -51,22 +45,11 @@ def device_problem(device: Optional[str]) -> Optional[str]:
     return f"--device {device!r}: expected {DEVICES}"
 
 
-def user_error_types() -> Tuple[Type[BaseException], ...]:
-    """The user-error types of the modules imported so far (plus FileNotFoundError).
-
-    A module that was never imported cannot have raised its error, so nothing is imported here: a tool that
-    exits through ``--help`` or fails early stays as light as it started (``except`` evaluates this for every
-    exception, SystemExit included).
-    """
-    found = [getattr(sys.modules[mod], name) for mod, name in USER_ERRORS if mod in sys.modules]
-    return (*found, FileNotFoundError)
-
-
 def run_tool(main: Callable[..., int], argv: Optional[Sequence[str]] = None, **kwargs: Any) -> int:
     """``main(argv, **kwargs)``; a user error is printed as ``error: <message>`` on stderr and returns 2."""
     try:
         return main(argv, **kwargs)
-    except user_error_types() as exc:
+    except (UserError, FileNotFoundError) as exc:  # "fix your input": every blazekit error type derives UserError
         if os.environ.get("BLAZEKIT_DEBUG"):
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError's str() adds quotes

@@ -15,13 +15,14 @@ import torch
 from torch import nn
 
 from .. import config as config_lib
+from ..errors import UserError
 from ..checkpoint import (CheckpointError, architecture_diff, check_compatible, load_checkpoint, load_model_weights,
                           misfit_lines)
 from .ema import unwrap
 from .optim import freeze_parameters, frozen_norm_modules
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot continue (too many non-finite losses, out of memory, incompatible checkpoint)."""
 
 
@@ -140,9 +141,9 @@ def build_train_model(cfg: Mapping[str, Any], tcfg: Mapping[str, Any], device: t
     and SyncBN if asked; returns ``(model, init report or None, norm layers to keep in eval mode)``."""
     from ..models.build import build_detector
 
-    model_cfg = copy.deepcopy(dict(cfg))
-    init = model_cfg["model"].get("init")
-    model_cfg["model"]["init"] = None  # loaded below, with a report of what matched
+    model_cfg = copy.deepcopy(dict(cfg["model"]))  # the section: the config was validated when it was loaded
+    init = model_cfg.get("init")
+    model_cfg["init"] = None  # loaded below, with a report of what matched
     model = build_detector(model_cfg, device=str(device))
     report = load_pretrained(model, init, log, strict=bool(tcfg["init_strict"])) if init else None
     frozen = freeze_parameters(model, tcfg["freeze"])

@@ -66,14 +66,10 @@ class Trainer:
     def __init__(self, cfg: Union[str, os.PathLike, Mapping[str, Any]], work_dir: Optional[Union[str, Path]] = None,
                  device: Optional[str] = None, resume: Optional[str] = None, seed: Optional[int] = None,
                  overrides: Sequence[str] = (), imports: Sequence[str] = (), overwrite: bool = False) -> None:
-        if isinstance(cfg, (str, os.PathLike)):
-            cfg = config_lib.load(cfg, imports=imports)
+        if isinstance(cfg, (str, os.PathLike)):  # loaded, overridden and validated once; trusted from here on
+            cfg = config_lib.load(cfg, overrides, imports, require=("model",))
         else:
-            cfg = copy.deepcopy(dict(cfg))
-            config_lib.import_modules(config_lib.module_names(cfg.get("imports")) + list(imports))
-        cfg["train"] = self._train_cfg(cfg)  # defaults filled first, so --set train.<any option>=... works
-        cfg = config_lib.apply_overrides(cfg, overrides)
-        config_lib.import_modules(config_lib.module_names(cfg.get("imports"), cfg.get("_source_")))
+            cfg = config_lib.resolve(cfg, overrides, imports, require=("model",))
         self.cfg: Dict[str, Any] = cfg
         self.tcfg = self._train_cfg(cfg)
         if seed is not None:
@@ -175,8 +171,8 @@ class Trainer:
     # ------------------------------------------------------------------ setup helpers
     @staticmethod
     def _train_cfg(cfg: Mapping[str, Any]) -> Dict[str, Any]:
-        """``train:`` with every default filled, after validating the whole config (a model is required)."""
-        return options.train_options(cfg, require=("model",))
+        """``train:`` of the validated config with every default filled."""
+        return options.with_defaults(options.TRAIN, cfg.get("train"))
 
     def has_val(self) -> bool:
         return bool((self.cfg.get("data") or {}).get("val"))

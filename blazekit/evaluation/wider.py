@@ -41,6 +41,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..errors import UserError
+
 PathLike = Union[str, os.PathLike]
 ImageKey = Tuple[str, str]  # (event, image name without extension)
 Predictions = Dict[ImageKey, np.ndarray]  # [N, 5] x y w h score, pixels of the original image
@@ -51,7 +53,7 @@ _F32_TINY = np.float32(np.finfo(np.float32).tiny)  # MATLAB realmin('single')
 _F32_MAX = np.float32(np.finfo(np.float32).max)  # MATLAB realmax('single')
 
 
-class WiderFormatError(ValueError):
+class WiderFormatError(UserError, ValueError):
     """A prediction file or ground-truth file that does not follow the official format."""
 
 

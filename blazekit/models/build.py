@@ -65,9 +65,10 @@ def blazeface_from_config(backbone: Mapping[str, Any], head: Mapping[str, Any], 
 
 
 def model_section(cfg: Union[PathLike, Mapping[str, Any]]) -> Dict[str, Any]:
-    """A config file, full config dict or ``model`` section -> the ``model`` section (a copy)."""
+    """A config file, full config dict or ``model`` section -> the ``model`` section (a copy). A file is validated
+    by :func:`blazekit.config.load`, a full dict here; a section is trusted (the tools pass the one they loaded)."""
     if isinstance(cfg, (str, os.PathLike)):
-        cfg = config_lib.load(cfg)
+        return dict(config_lib.load(cfg, require=("model",))["model"])
     if not isinstance(cfg, Mapping):
         raise TypeError(f"build_detector: expected a config path or dict, got {type(cfg).__name__}")
     if "backbone" in cfg or "type" in cfg:
@@ -111,7 +112,7 @@ def inference_weights(cfg: Mapping[str, Any], weights: Optional[PathLike] = None
     With neither, the detector would keep its random initialisation and find no faces while every tool exits 0, so
     that is a :class:`~blazekit.config.ConfigError` naming the ``--weights`` to give instead.
     """
-    model_cfg = model_section(cfg)
+    model_cfg = cfg["model"] if isinstance(cfg.get("model"), Mapping) else model_section(cfg)  # reads, no check
     if weights or model_cfg.get("init"):
         return weights or model_cfg["init"]
     fits = shipped_weights_for(model_cfg)

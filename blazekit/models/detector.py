@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..boxes import box_iou
 from ..coder import MediaPipeCoder
+from ..errors import UserError
 from ..losses import MultiBoxLoss
 from ..matcher import IoUMatcher
 from ..postprocess import WeightedBlending
@@ -24,7 +25,7 @@ from ..preprocess import letterbox, normalize
 Size = Tuple[int, int]
 
 
-class InputSizeError(ValueError):
+class InputSizeError(UserError, ValueError):
     """An input size the network cannot tile exactly (not a multiple of its total stride); says which sizes fit."""
 
 

@@ -16,13 +16,15 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from ...errors import UserError
+
 logger = logging.getLogger("blazekit.data")
 
 PathLike = Union[str, os.PathLike]
 BAD_SAMPLE_POLICIES = ("raise", "skip")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset file, line or field that cannot be used; the message names the file and the place."""
 
 

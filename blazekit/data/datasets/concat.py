@@ -22,7 +22,7 @@ class ConcatDataset(_TorchConcat):
     """
 
     def __init__(self, datasets: Sequence[Any], transforms: Optional[Callable] = None) -> None:
-        from .. import build_dataset  # late import: the builder lives in blazekit.data
+        from ..build import build_dataset  # late import: it builds ConcatDataset for a list
 
         if not datasets:
             raise ValueError("ConcatDataset: 'datasets' is empty; give at least one dataset config")
