@@ -50,8 +50,7 @@ def full_steps(trainer, steps: int) -> float:
             trainer.sampler.set_epoch(trainer.sampler.epoch + 1)
             it = iter(trainer.train_loader)
             images, targets = next(it)
-        trainer.last_batch_size = images.shape[0]
-        out = trainer.train_step(images, targets)
+        out = trainer.run_step(images, targets)  # the step record (lr, batch size, losses) the hooks read
         trainer._call("after_step", out)  # EMA update and logging hang on this hook point, as in Trainer.fit
         n += images.shape[0]
     _sync(trainer.device)
@@ -74,12 +73,9 @@ def model_only_steps(trainer, steps: int) -> float:
         else:
             loss = model(images, targets)["loss"]
         opt.zero_grad(set_to_none=True)
-        (trainer.scaler.scale(loss) if trainer.scaler is not None else loss).backward()
-        if trainer.scaler is not None:
-            trainer.scaler.step(opt)
-            trainer.scaler.update()
-        else:
-            opt.step()
+        trainer.scaler.scale(loss).backward()  # a disabled scaler (no fp16) passes both through
+        trainer.scaler.step(opt)
+        trainer.scaler.update()
 
     step()
     _sync(trainer.device)

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+import yaml
 
 from test_train_support import REPO, tiny_cfg
 
@@ -91,3 +92,47 @@ def test_resume_refuses_other_architecture(tmp_path):
         Trainer(str(cfg), work_dir=tmp_path / "a", resume="auto", overrides=["model.anchors.min_scale=0.2"])
     with pytest.raises(TrainingError, match="no such checkpoint"):
         Trainer(str(cfg), work_dir=tmp_path / "b", resume=str(tmp_path / "missing.pt"))
+
+
+def test_checkpoint_in_the_layout_before_hook_states_still_resumes(tmp_path):
+    """Checkpoints written before hooks kept their own state hold best_metric, best_epoch and history beside the
+    counters (no ``hooks``): resumed, the eval hook gets them back and the run ends as an uninterrupted one."""
+    from blazekit.engine.hooks import HookBase
+    from blazekit.engine.trainer import Trainer
+
+    cfg = yaml.safe_load(tiny_cfg(tmp_path, epochs=2, val_interval=1, val_vis=0, val_metric="nme",
+                                  val_mode="min", norm_eval=True, clip_grad_norm=10.0).read_text())
+    demo = str(REPO / "blazekit" / "data" / "demo" / "annotations.json")
+    cfg["data"]["val"] = {"dataset": {"type": "CocoFaces", "ann_file": demo, "split": "val"}}
+    cfg["model"] = {"init": "mediapipe_short_range"}  # finds the demo faces: every metric is finite
+    cfg["train"]["optimizer"]["lr"] = 1e-3
+    path = tmp_path / "val.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    ref = Trainer(str(path), work_dir=tmp_path / "ref").fit()
+
+    class StopAfterFirstEpoch(HookBase):  # after the eval hook: last.pt of epoch 1 is written
+        def after_epoch(self):
+            raise KeyboardInterrupt
+
+    tr = Trainer(str(path), work_dir=tmp_path / "old")
+    stop = StopAfterFirstEpoch()
+    stop.trainer = tr
+    tr.hooks.append(stop)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    last = tmp_path / "old" / "last.pt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    st = ckpt["train_state"]
+    st.update(st.pop("hooks")["EvalHook"])  # the layout engine/trainer.py wrote before (COUNTERS held these)
+    assert st["best_epoch"] == 1 and len(st["history"]) == 1 and "hooks" not in st
+    torch.save(ckpt, last)
+
+    resumed = Trainer(str(path), work_dir=tmp_path / "old", resume="auto")
+    assert resumed.eval_hook.best_epoch == 1 and resumed.eval_hook.history == st["history"]
+    res = resumed.fit()
+    assert (res["best_metric"], res["best_epoch"], res["last"]) == (ref["best_metric"], ref["best_epoch"], ref["last"])
+    a, b = _train_state(tmp_path / "ref" / "last.pt"), _train_state(last)
+    assert b["train_state"]["hooks"] == a["train_state"]["hooks"]  # written in the new layout from then on
+    assert len(a["train_state"]["hooks"]["EvalHook"]["history"]) == 2
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), f"{k} differs after resuming the old layout"

@@ -116,11 +116,12 @@ def test_hooks_run_in_order_and_train_set_summary_is_logged(tmp_path):
     p = tmp_path / "demo.yml"
     p.write_text(yaml.safe_dump(cfg))
     tr = Trainer(str(p), work_dir=tmp_path / "h")
-    calls = []
+    calls, records = [], []
 
     class Recorder(HookBase):
         def after_step(self, out):
-            calls.append(("step", self.trainer.global_step, out is not None))
+            calls.append(("step", self.trainer.global_step, out["losses"] is not None))
+            records.append(out)
 
         def after_epoch(self):
             calls.append(("epoch", self.trainer.epoch, (tmp_path / "h" / "last.pt").exists()))
@@ -131,6 +132,13 @@ def test_hooks_run_in_order_and_train_set_summary_is_logged(tmp_path):
     tr.fit()
     assert calls == [("step", 1, True), ("step", 2, True), ("epoch", 1, True),
                      ("step", 3, True), ("step", 4, True), ("epoch", 2, True)]
+    # the step record carries the lr the step used and its batch size (7 images, batch 3: 3 + 3, the 7th dropped)
+    assert [r["batch_size"] for r in records] == [3, 3, 3, 3]
+    from blazekit.engine.logger import read_metrics
+
+    logged = [r["lr"] for r in read_metrics(tmp_path / "h" / "metrics.jsonl") if r["type"] == "train"]
+    assert [r["lr"] for r in records] == logged and len(set(logged)) > 1  # warmup: the lr moves
+    assert all(r["losses"]["loss"] > 0 for r in records)
     assert [type(h).__name__ for h in tr.hooks[:4]] == ["EMAHook", "LoggingHook", "PeriodicCheckpointHook", "EvalHook"]
     log = (tmp_path / "h" / "train.log").read_text()
     assert "train set " in log and "7 images" in log and "faces" in log and "clipped" in log

@@ -35,7 +35,10 @@ def test_tiny_run_lowers_loss_and_writes_every_output(tmp_path):
     ckpt = torch.load(work / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt["model_cfg"]["input_size"] == [128, 128]
     assert ckpt["train_state"]["epoch"] == 4 and ckpt["train_state"]["iter_in_epoch"] == 0
-    assert set(ckpt["train_state"]) >= {"model", "optimizer", "scheduler", "scaler", "ema", "rng", "best_metric"}
+    assert set(ckpt["train_state"]) >= {"model", "optimizer", "scheduler", "scaler", "ema", "rng", "hooks"}
+    # the eval hook keeps its own state (no val set here: nothing validated)
+    assert ckpt["train_state"]["hooks"] == {"EvalHook": {"best_metric": None, "best_epoch": None, "history": []}}
+    assert ckpt["train_state"]["scaler"] is None  # the grad scaler is enabled for fp16 on CUDA only
     assert "epoch 4/4" in (work / "train.log").read_text()
 
 
@@ -238,3 +241,20 @@ def test_train_loader_refuses_a_misspelt_key(tmp_path):
     p.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ConfigError, match=r"data.train: unknown keys \['batchsize'\] \('batchsize': did you mean 'batch_size'\?\)"):
         Trainer(str(p), work_dir=tmp_path / "t")
+
+
+def test_eval_hook_is_built_with_its_settings_and_keeps_its_state():
+    """Best value, its epoch and the history live in the eval hook and travel through its state_dict."""
+    from blazekit.engine.hooks import EvalHook
+
+    hook = EvalHook(interval=2, metric="nme", mode="min", num_vis=3)
+    assert (hook.interval, hook.metric, hook.mode, hook.num_vis) == (2, "nme", "min", 3)
+    assert not hook._is_better(float("nan")) and hook._best_note() == "no finite nme yet"  # NaN first: no crash
+    assert hook._is_better(0.3)
+    hook.best_metric, hook.best_epoch, hook.history = 0.3, 2, [{"epoch": 2, "nme": 0.3}]
+    assert hook._is_better(0.2) and not hook._is_better(0.4)  # mode min
+    again = EvalHook(metric="nme", mode="min")
+    again.load_state_dict(hook.state_dict())
+    assert again.summary() == {"best_metric": 0.3, "best_epoch": 2, "val_metric": "nme", "before": None,
+                               "last": {"epoch": 2, "nme": 0.3}}
+    assert again._best_note() == "best nme=0.3000 at epoch 2"

@@ -1,15 +1,16 @@
 """Callback points of the training loop (detectron2's ``HookBase``, smaller).
 
 The loop only trains; what happens around a step or an epoch (EMA, logging, checkpoints, validation)
-hangs on these points, in the order of ``Trainer.hooks``. A hook reads and changes the trainer it is
-attached to (``self.trainer``); at ``after_step`` the step counters are already advanced, at
-``after_epoch`` the epoch counter is too.
+hangs on these points, in the order of ``Trainer.hooks``. A hook is built with its settings and keeps its
+own state (``state_dict`` / ``load_state_dict``, saved in the checkpoint's ``train_state["hooks"]``); it
+reads the trainer it is attached to (``self.trainer``: model, counters, checkpoint writer). At
+``after_step`` the step counters are already advanced, at ``after_epoch`` the epoch counter is too.
 """
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
@@ -17,9 +18,13 @@ from . import distributed as dist_utils
 from .ema import unwrap
 from .logger import fmt_metrics, scalar_floats
 
+#: what ``after_step`` gets: ``{"lr": the step's learning rate, "batch_size": images in this process's batch,
+#: "losses": the loss terms (and ``grad_norm``), or None when the step was skipped (non-finite loss)}``
+StepRecord = Dict[str, Any]
+
 
 class HookBase:
-    """No-op callbacks; subclasses override the points they need."""
+    """No-op callbacks and no state; subclasses override the points they need."""
 
     trainer: Any = None
 
@@ -29,13 +34,20 @@ class HookBase:
     def before_epoch(self) -> None:
         pass
 
-    def after_step(self, out: Optional[Dict[str, float]]) -> None:
-        """``out``: the step's loss terms, or None when the step was skipped (non-finite loss)."""
+    def after_step(self, out: StepRecord) -> None:
+        """``out``: the step record (:data:`StepRecord`)."""
 
     def after_epoch(self) -> None:
         pass
 
     def after_train(self) -> None:
+        pass
+
+    def state_dict(self) -> Dict[str, Any]:
+        """What a resumed run needs of this hook (plain types: checkpoints load with weights_only); {}: nothing."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         pass
 
 
@@ -59,8 +71,8 @@ class KeepSparsityHook(HookBase):
         if self.masks and self.trainer.is_main:
             self.trainer.logger.info("keep_sparsity: %d pruned tensors keep their zeros", len(self.masks))
 
-    def after_step(self, out: Optional[Dict[str, float]]) -> None:
-        if out is None or not self.masks:
+    def after_step(self, out: StepRecord) -> None:
+        if out["losses"] is None or not self.masks:
             return
         params = dict(unwrap(self.trainer.model).named_parameters())
         with torch.no_grad():
@@ -71,45 +83,49 @@ class KeepSparsityHook(HookBase):
 class EMAHook(HookBase):
     """Blend the weights of every applied optimizer step into the EMA model."""
 
-    def after_step(self, out: Optional[Dict[str, float]]) -> None:
-        if out is not None and self.trainer.ema is not None:
+    def after_step(self, out: StepRecord) -> None:
+        if out["losses"] is not None and self.trainer.ema is not None:
             self.trainer.ema.update(self.trainer.model)
 
 
 class LoggingHook(HookBase):
-    """Progress bar, running means of the loss terms, one metrics record every ``train.log_interval`` steps."""
+    """Progress bar, running means of the loss terms, one metrics record every ``interval`` steps
+    (``train.log_interval``)."""
+
+    def __init__(self, interval: int = 20, progress_bar: bool = True) -> None:
+        self.interval, self.progress_bar = max(1, int(interval)), bool(progress_bar)
 
     def before_epoch(self) -> None:
         t = self.trainer
         self.sums: Dict[str, float] = {}
         self.count, self.images, self.t0, self.bar = 0, 0, time.time(), None
-        if t.is_main and t.tcfg["progress_bar"]:
+        if t.is_main and self.progress_bar:
             from tqdm import tqdm
 
             self.bar = tqdm(total=t.iters_per_epoch, initial=t.iter_in_epoch, desc=f"epoch {t.epoch + 1}/{t.epochs}",
                             dynamic_ncols=True, leave=False)
 
-    def after_step(self, out: Optional[Dict[str, float]]) -> None:
-        t = self.trainer
-        self.images += t.last_batch_size * t.world_size
-        if out is not None:
+    def after_step(self, out: StepRecord) -> None:
+        t, losses, lr = self.trainer, out["losses"], out["lr"]
+        self.images += out["batch_size"] * t.world_size
+        if losses is not None:
             self.count += 1
-            for k, v in out.items():
+            for k, v in losses.items():
                 self.sums[k] = self.sums.get(k, 0.0) + v
         dt = time.time() - self.t0
         ips = self.images / dt if dt > 0 else 0.0
         end = t.iter_in_epoch == t.iters_per_epoch
         if self.bar is not None:
-            shown = {k: f"{v:.3f}" for k, v in (out or {}).items() if k.startswith("loss")}
-            self.bar.set_postfix(shown, lr=f"{t.last_lr:.2e}", img_s=f"{ips:.1f}")
+            shown = {k: f"{v:.3f}" for k, v in (losses or {}).items() if k.startswith("loss")}
+            self.bar.set_postfix(shown, lr=f"{lr:.2e}", img_s=f"{ips:.1f}")
             self.bar.update(1)
-        if t.global_step % max(1, int(t.tcfg["log_interval"])) == 0 or end:
+        if t.global_step % self.interval == 0 or end:
             means = dist_utils.all_reduce_mean({k: v / max(self.count, 1) for k, v in self.sums.items()}, t.device)
-            t.logger.scalars("train", t.global_step, {**means, "lr": t.last_lr, "images_per_s": ips},
+            t.logger.scalars("train", t.global_step, {**means, "lr": lr, "images_per_s": ips},
                              epoch=t.epoch, iter=t.iter_in_epoch)
             if self.bar is None or end:
                 t.logger.info("epoch %d/%d iter %d/%d %s lr %.3e %.1f img/s", t.epoch + 1, t.epochs, t.iter_in_epoch,
-                              t.iters_per_epoch, fmt_metrics(means), t.last_lr, ips)
+                              t.iters_per_epoch, fmt_metrics(means), lr, ips)
             self.sums, self.count = {}, 0
 
     def after_epoch(self) -> None:
@@ -118,27 +134,44 @@ class LoggingHook(HookBase):
 
 
 class PeriodicCheckpointHook(HookBase):
-    """``last.pt`` every ``train.checkpoint_interval`` iterations too (pre-emptible machines); epoch ends are
-    written by :class:`EvalHook`."""
+    """``last.pt`` every ``every`` iterations too (``train.checkpoint_interval``; pre-emptible machines; 0: off);
+    epoch ends are written by :class:`EvalHook`."""
 
-    def after_step(self, out: Optional[Dict[str, float]]) -> None:
+    def __init__(self, every: int = 0) -> None:
+        self.every = int(every)
+
+    def after_step(self, out: StepRecord) -> None:
         t = self.trainer
-        every = int(t.tcfg["checkpoint_interval"])
-        if every > 0 and t.global_step % every == 0 and t.iter_in_epoch < t.iters_per_epoch:
+        if self.every > 0 and t.global_step % self.every == 0 and t.iter_in_epoch < t.iters_per_epoch:
             t.save_checkpoint("last.pt")
 
 
 class EvalHook(HookBase):
-    """Validation before training (optional) and every ``train.val_interval`` epochs; ``last.pt`` at every
-    epoch end and ``best.pt`` when ``train.val_metric`` improves."""
+    """Validation before training (``before_train``) and every ``interval`` epochs (0: only after the last);
+    ``last.pt`` at every epoch end and ``best.pt`` when ``metric`` improves (``mode`` max or min). Keeps the best
+    value, its epoch and every validation's metrics (``history``); ``num_vis`` val images are drawn into
+    ``work_dir/vis/epoch_NNN/`` each time."""
 
-    def __init__(self) -> None:
-        self.before: Optional[Dict[str, float]] = None
+    def __init__(self, interval: int = 1, metric: str = "coco/AP", mode: str = "max", num_vis: int = 0,
+                 before_train: bool = False, progress: bool = False) -> None:
+        self.interval, self.metric, self.mode, self.num_vis = int(interval), metric, mode, int(num_vis or 0)
+        self.run_before_train, self.progress = bool(before_train), bool(progress)
+        self.best_metric: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.history: List[Dict[str, Any]] = []
+        self.before: Optional[Dict[str, float]] = None  # the metrics before training (not resumed)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch, "history": list(self.history)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
+        self.history = list(state["history"])
 
     def before_train(self) -> None:
         t = self.trainer
-        if t.tcfg["val_before_train"] and t.has_val() and t.global_step == 0:
-            self.before = t.validate()
+        if self.run_before_train and t.has_val() and t.global_step == 0:
+            self.before = self.validate()
             t.logger.scalars("val", 0, self.before, epoch=0)
             t.logger.info("validation before training: %s", fmt_metrics(self.before))
 
@@ -150,44 +183,45 @@ class EvalHook(HookBase):
             from .evaluator import evaluate
 
             net = t.ema.module if t.ema is not None else unwrap(t.model)
-            n_vis = int(t.tcfg["val_vis"] or 0)
-            vis_dir = t.work_dir / "vis" / f"epoch_{t.epoch:03d}" if n_vis > 0 else None
+            vis_dir = t.work_dir / "vis" / f"epoch_{t.epoch:03d}" if self.num_vis > 0 else None
             # the evaluator sets eval mode / no_grad and restores the model's mode itself
-            metrics = scalar_floats(evaluate(net, t.cfg, split="val", progress=bool(t.tcfg["progress_bar"]),
-                                             vis_dir=vis_dir, num_vis=n_vis,
+            metrics = scalar_floats(evaluate(net, t.cfg, split="val", progress=self.progress, vis_dir=vis_dir,
+                                             num_vis=self.num_vis,
                                              datasets=getattr(t, "val_datasets", None)))  # built at the start
         metrics = dist_utils.broadcast_object(metrics)
-        key = t.tcfg["val_metric"]
-        if key not in metrics:
+        if self.metric not in metrics:
             from .state import TrainingError
 
-            raise TrainingError(f"train.val_metric {key!r} is not among the evaluator's metrics: "
+            raise TrainingError(f"train.val_metric {self.metric!r} is not among the evaluator's metrics: "
                                 f"{', '.join(sorted(metrics)) or '(none)'}")
         return metrics
 
     def _is_better(self, value: float) -> bool:
-        best = self.trainer.best_metric
+        best = self.best_metric
         if best is None or not math.isfinite(best):
             return math.isfinite(value)
-        return value > best if self.trainer.tcfg["val_mode"] == "max" else value < best
+        return value > best if self.mode == "max" else value < best
+
+    def _best_note(self) -> str:
+        if self.best_metric is None:  # every validation so far gave NaN (e.g. nme with no face matched)
+            return f"no finite {self.metric} yet"
+        return f"best {self.metric}={self.best_metric:.4f} at epoch {self.best_epoch}"
 
     def after_epoch(self) -> None:
         t = self.trainer
         t.check_finite()
         metrics: Dict[str, float] = {}
-        interval = int(t.tcfg["val_interval"])
         improved = False
-        if t.has_val() and ((interval > 0 and t.epoch % interval == 0) or t.epoch >= t.epochs):
-            metrics = t.validate()
-            key = t.tcfg["val_metric"]
+        if t.has_val() and ((self.interval > 0 and t.epoch % self.interval == 0) or t.epoch >= t.epochs):
+            metrics = self.validate()
+            key = self.metric
             improved = self._is_better(metrics[key])
             if improved:
-                t.best_metric, t.best_epoch = metrics[key], t.epoch
-            t.history.append({"epoch": t.epoch, **metrics})
+                self.best_metric, self.best_epoch = metrics[key], t.epoch
+            self.history.append({"epoch": t.epoch, **metrics})
             t.logger.scalars("val", t.global_step, metrics, epoch=t.epoch)
-            t.logger.info("epoch %d/%d validation: %s%s", t.epoch, t.epochs, fmt_metrics(metrics),
-                          f"  (new best {key}={metrics[key]:.4f})" if improved else
-                          f"  (best {key}={t.best_metric:.4f} at epoch {t.best_epoch})")
+            t.logger.info("epoch %d/%d validation: %s  (%s)", t.epoch, t.epochs, fmt_metrics(metrics),
+                          f"new best {key}={metrics[key]:.4f}" if improved else self._best_note())
         t.save_checkpoint("last.pt", metrics)
         if improved and t.is_main:
             from ..checkpoint import copy_checkpoint
@@ -195,3 +229,26 @@ class EvalHook(HookBase):
             copy_checkpoint(t.work_dir / "last.pt", t.work_dir / "best.pt")
         if t.is_main:
             t.logger.plot()
+
+    def after_train(self) -> None:
+        last = self.history[-1] if self.history else {}
+        if self.before is not None and last:
+            self.trainer.logger.info("%s before training %.4f -> after %.4f (best %.4f at epoch %s)", self.metric,
+                                     self.before.get(self.metric, float("nan")), last.get(self.metric, float("nan")),
+                                     self.best_metric, self.best_epoch)
+
+    def summary(self) -> Dict[str, Any]:
+        """The run's validation in brief, for :meth:`Trainer.fit`'s return value."""
+        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch, "val_metric": self.metric,
+                "before": self.before, "last": self.history[-1] if self.history else {}}
+
+
+def saved_hook_states(train_state: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Each hook's saved state by hook class name: ``train_state["hooks"]``, or for a checkpoint written before
+    hooks kept their own state (``best_metric``, ``best_epoch``, ``history`` beside the counters) what
+    :class:`EvalHook` holds now, so such checkpoints still resume."""
+    if "hooks" in train_state:
+        return dict(train_state["hooks"])
+    if "best_metric" not in train_state:
+        return {}
+    return {"EvalHook": {k: train_state[k] for k in ("best_metric", "best_epoch", "history")}}

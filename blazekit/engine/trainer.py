@@ -35,7 +35,8 @@ from ..data.sampler import EpochSampler
 from . import distributed as dist_utils
 from .ema import ModelEMA, unwrap
 from .evaluator import eval_datasets
-from .hooks import EMAHook, EvalHook, HookBase, KeepSparsityHook, LoggingHook, PeriodicCheckpointHook
+from .hooks import (EMAHook, EvalHook, HookBase, KeepSparsityHook, LoggingHook, PeriodicCheckpointHook, StepRecord,
+                    saved_hook_states)
 from .logger import RunLogger, fmt_metrics, scalar_floats
 from .optim import build_lr_scheduler, build_optimizer
 from .distill import build_teacher
@@ -46,8 +47,8 @@ from .state import (TrainingError, TrainingInterrupted, amp_dtype, build_train_m
 #: every ``train:`` option with its default: the schema lives in :mod:`blazekit.options`
 TRAIN_DEFAULTS: Dict[str, Any] = options.defaults(options.TRAIN)
 
-#: trainer attributes saved in ``train_state`` beside the checkpointables (plain numbers and lists)
-COUNTERS = ("epoch", "iter_in_epoch", "global_step", "best_metric", "best_epoch", "nonfinite_in_row", "history")
+#: trainer attributes saved in ``train_state`` beside the checkpointables and the hooks' states (plain numbers)
+COUNTERS = ("epoch", "iter_in_epoch", "global_step", "nonfinite_in_row")
 
 
 def _to_device(targets: List[Dict[str, Any]], device: torch.device) -> List[Dict[str, Any]]:
@@ -138,7 +139,8 @@ class Trainer:
         self.scheduler = build_lr_scheduler(self.optimizer, self.tcfg["lr_scheduler"], self.total_iters,
                                             self.iters_per_epoch)
         self.amp_dtype = amp_dtype(self.tcfg["amp"], self.device, log)
-        self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None)
+        # one code path: a disabled scaler passes the loss and the step through unchanged
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         ema_cfg = self.tcfg["ema"]
         self.ema = ModelEMA(self.model, **ema_cfg) if ema_cfg else None
 
@@ -148,18 +150,8 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=bool(self.tcfg["find_unused_parameters"]))
 
-        self.epoch, self.iter_in_epoch, self.global_step = 0, 0, 0
-        self.best_metric: Optional[float] = None
-        self.best_epoch: Optional[int] = None
-        self.nonfinite_in_row = 0
-        self.history: List[Dict[str, Any]] = []
-        self.last_lr, self.last_batch_size = 0.0, 0
-        self.eval_hook = EvalHook()
-        self.hooks: List[HookBase] = [EMAHook(), LoggingHook(), PeriodicCheckpointHook(), self.eval_hook]
-        if self.tcfg["keep_sparsity"]:
-            self.hooks.insert(0, KeepSparsityHook())
-        for h in self.hooks:
-            h.trainer = self
+        self.epoch, self.iter_in_epoch, self.global_step, self.nonfinite_in_row = 0, 0, 0, 0
+        self.hooks: List[HookBase] = self._build_hooks()
         if resume:
             self._resume(resume)
         if self.is_main:
@@ -173,6 +165,20 @@ class Trainer:
     def _train_cfg(cfg: Mapping[str, Any]) -> Dict[str, Any]:
         """``train:`` of the validated config with every default filled."""
         return options.with_defaults(options.TRAIN, cfg.get("train"))
+
+    def _build_hooks(self) -> List[HookBase]:
+        """The built-in hooks with their ``train:`` settings, in calling order (``self.eval_hook`` among them)."""
+        t = self.tcfg
+        self.eval_hook = EvalHook(interval=t["val_interval"], metric=t["val_metric"], mode=t["val_mode"],
+                                  num_vis=t["val_vis"] or 0, before_train=t["val_before_train"],
+                                  progress=t["progress_bar"])
+        hooks: List[HookBase] = [EMAHook(), LoggingHook(t["log_interval"], t["progress_bar"]),
+                                 PeriodicCheckpointHook(t["checkpoint_interval"]), self.eval_hook]
+        if t["keep_sparsity"]:
+            hooks.insert(0, KeepSparsityHook())
+        for h in hooks:
+            h.trainer = self
+        return hooks
 
     def has_val(self) -> bool:
         return bool((self.cfg.get("data") or {}).get("val"))
@@ -209,7 +215,7 @@ class Trainer:
     def checkpointables(self) -> Dict[str, Any]:
         """Objects with ``state_dict`` / ``load_state_dict`` saved in ``train_state`` under these names (None: off)."""
         return {"model": unwrap(self.model), "optimizer": self.optimizer, "scheduler": self.scheduler,
-                "scaler": self.scaler, "ema": self.ema}
+                "scaler": self.scaler if self.scaler.is_enabled() else None, "ema": self.ema}
 
     def _resume_path(self, resume: Optional[str]) -> Optional[Path]:
         """The checkpoint ``--resume`` continues from; None for a new run (no --resume, or ``auto`` without
@@ -239,6 +245,7 @@ class Trainer:
                 obj.load_state_dict(st[name])
         for name in COUNTERS:
             setattr(self, name, st[name])
+        self._load_hook_states(saved_hook_states(st))
         rng = st.get("rng", {}).get(self.rank) or st.get("rng", {}).get(0)
         if rng:
             restore_rng_state(rng)
@@ -250,6 +257,16 @@ class Trainer:
             self.last_saved = self.where()
         self.logger.info("resumed from %s at epoch %d, iteration %d/%d (global step %d)", path, self.epoch,
                          self.iter_in_epoch, self.iters_per_epoch, self.global_step)
+
+    def _load_hook_states(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Give each hook its saved state, matched by class name (detectron2's ``TrainerBase.load_state_dict``)."""
+        by_name = {type(h).__name__: h for h in self.hooks}
+        for name, state in states.items():
+            if name in by_name:
+                by_name[name].load_state_dict(state)
+            else:
+                self.logger.warning("the checkpoint holds a state for hook %s, which this run does not have: "
+                                    "ignored", name)
 
     def deploy_state_dict(self) -> Dict[str, torch.Tensor]:
         """The weights to evaluate and ship: the EMA when enabled, else the trained model."""
@@ -289,6 +306,8 @@ class Trainer:
         train_state = {name_: (obj.state_dict() if obj is not None else None)
                        for name_, obj in self.checkpointables().items()}
         train_state.update({k: copy.deepcopy(getattr(self, k)) for k in COUNTERS})
+        hook_states = {type(h).__name__: h.state_dict() for h in self.hooks}
+        train_state["hooks"] = copy.deepcopy({k: v for k, v in hook_states.items() if v})
         train_state.update(rng=rngs, world_size=self.world_size)
         path = write_checkpoint(self.work_dir / name, {
             "state_dict": self.deploy_state_dict(),
@@ -304,7 +323,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> Dict[str, float]:
-        """Evaluate the deploy weights (EMA if enabled); rank 0 runs it, all ranks get it (:class:`EvalHook`)."""
+        """Evaluate the deploy weights (EMA if enabled) now; rank 0 runs it, all ranks get it (the eval hook's
+        :meth:`EvalHook.validate`, with its settings)."""
         return self.eval_hook.validate()
 
     # ------------------------------------------------------------------ training
@@ -329,24 +349,17 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             grad_norm = None
             if finite:
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                else:
-                    loss.backward()
+                self.scaler.scale(loss).backward()
                 clip = self.tcfg["clip_grad_norm"]
                 if clip:
-                    if self.scaler is not None:
-                        self.scaler.unscale_(self.optimizer)
+                    self.scaler.unscale_(self.optimizer)
                     params = [p for p in self.model.parameters() if p.requires_grad]
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float(clip)))
-                    if self.scaler is None and not math.isfinite(grad_norm):
-                        finite = False
+                    # an enabled (fp16) scaler skips a step with non-finite gradients itself and lowers its scale
+                    finite = math.isfinite(grad_norm) or self.scaler.is_enabled()
                 if finite:
-                    if self.scaler is not None:
-                        self.scaler.step(self.optimizer)
-                        self.scaler.update()
-                    else:
-                        self.optimizer.step()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
         except torch.cuda.OutOfMemoryError as exc:
             raise TrainingError(
                 f"CUDA out of memory at batch size {self.batch_size} per process (input "
@@ -370,6 +383,11 @@ class Trainer:
         if grad_norm is not None:
             values["grad_norm"] = grad_norm
         return values
+
+    def run_step(self, images: torch.Tensor, targets: List[Dict[str, Any]]) -> StepRecord:
+        """:meth:`train_step` as the hooks see it: the step record with the lr the step used and its batch size."""
+        lr = self.optimizer.param_groups[0]["lr"]  # read before train_step moves the scheduler on
+        return {"lr": lr, "batch_size": int(images.shape[0]), "losses": self.train_step(images, targets)}
 
     def _call(self, point: str, *args: Any) -> None:
         for h in self.hooks:
@@ -396,16 +414,9 @@ class Trainer:
             if self.lock is not None:
                 self.lock.release()
         elapsed = time.time() - t_start
-        before, last_val = self.eval_hook.before, (self.history[-1] if self.history else {})
-        key = self.tcfg["val_metric"]
-        if before is not None and last_val:
-            self.logger.info("%s before training %.4f -> after %.4f (best %.4f at epoch %s)", key,
-                             before.get(key, float("nan")), last_val.get(key, float("nan")), self.best_metric,
-                             self.best_epoch)
         self.logger.info("done in %.1f s; checkpoints in %s", elapsed, self.work_dir)
         return {"work_dir": str(self.work_dir), "epochs": self.epochs, "global_step": self.global_step,
-                "best_metric": self.best_metric, "best_epoch": self.best_epoch, "val_metric": key,
-                "before": before, "last": last_val, "time_s": elapsed}
+                **self.eval_hook.summary(), "time_s": elapsed}
 
     def interrupted_note(self) -> str:
         """What a Ctrl-C at this point leaves behind, in one line."""
@@ -422,8 +433,7 @@ class Trainer:
         for images, targets in self.train_loader:
             if self.iter_in_epoch >= self.iters_per_epoch:
                 break
-            self.last_lr, self.last_batch_size = self.optimizer.param_groups[0]["lr"], images.shape[0]
-            out = self.train_step(images, targets)
+            out = self.run_step(images, targets)
             self.iter_in_epoch += 1
             self.global_step += 1
             self._call("after_step", out)
