@@ -31,7 +31,7 @@ USER_ERRORS = (
     ("blazekit.config", "ConfigError"), ("blazekit.registry", "RegistryError"), ("blazekit.registry", "BuildError"),
     ("blazekit.data.datasets.base", "DataError"), ("blazekit.checkpoint", "CheckpointError"),
     ("blazekit.engine.state", "TrainingError"), ("blazekit.evaluation.wider", "WiderFormatError"),
-    ("blazekit.inference", "SourceError"), ("blazekit.convert", "ConversionError"),
+    ("blazekit.io.images", "SourceError"), ("blazekit.convert", "ConversionError"),
     ("blazekit.engine.cli", "UsageError"), ("blazekit.models.detector", "InputSizeError"),
 )
 
