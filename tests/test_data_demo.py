@@ -62,7 +62,8 @@ data:
 
     img = cv2.imread(str(pngs[0]))
     assert img.shape == (384, 384, 3)  # 128 input zoomed x3
-    green = (img[..., 1] == 255) & (img[..., 0] == 0) & (img[..., 2] == 0)
+    b, g, r = (img[..., c].astype(int) for c in range(3))
+    green = (g > 200) & (r < 60) & (b < 60)  # draw_detections' anti-aliased green (0, 255, 0) lines
     assert green.sum() > 50  # a box was drawn
 
 

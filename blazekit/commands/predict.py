@@ -71,7 +71,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     from .. import config as cfglib
     from ..models.build import build_detector, inference_weights
     from ..deploy.fuse import fuse_bn
-    from ..inference import PredictSummary, expand_sources, predict_sources
+    from ..io.sources import expand_sources
+    from ..predict_runner import PredictSummary, predict_sources
 
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports, require=("model",))
     weights = inference_weights(cfg, args.weights)  # never an untrained detector

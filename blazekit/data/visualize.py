@@ -10,10 +10,9 @@ import torch
 from tqdm import tqdm
 
 from ..config import ConfigError
-from ..inference import KEYPOINT_COLORS
+from ..drawing import draw_detections
+from ..io.images import save_image
 from ..preprocess import NORMALIZATIONS
-
-#: RGB colour per MediaPipe keypoint: right eye, left eye, nose, mouth, right ear, left ear
 
 
 def to_uint8_image(image: Union[np.ndarray, torch.Tensor], normalization: str = "minus_one_one") -> np.ndarray:
@@ -26,24 +25,20 @@ def to_uint8_image(image: Union[np.ndarray, torch.Tensor], normalization: str = 
 
 
 def draw_sample(sample: Mapping[str, Any], normalization: str = "minus_one_one", zoom: float = 1.0) -> np.ndarray:
-    """RGB uint8 image with boxes (green; ignored faces orange) and visible keypoints drawn (in predict's
-    keypoint colours); ``zoom`` enlarges small network inputs so they can be looked at. Invisible keypoints
-    are not drawn: validation parks them at (0, 0) and transforms then move them anywhere."""
+    """RGB uint8 image with boxes (green; ignored faces orange) and visible keypoints drawn by predict's
+    :func:`~blazekit.drawing.draw_detections`; ``zoom`` enlarges small network inputs so they can be looked at.
+    Invisible keypoints are not drawn: validation parks them at (0, 0) and transforms then move them anywhere."""
     img = to_uint8_image(sample["image"], normalization)
     if zoom != 1.0:
         img = cv2.resize(img, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
     img = np.ascontiguousarray(img)
-    boxes = np.asarray(sample.get("boxes", np.zeros((0, 4))), np.float32) * zoom
+    boxes = np.asarray(sample.get("boxes", np.zeros((0, 4))), np.float32).reshape(-1, 4) * zoom
     kpts = np.asarray(sample.get("keypoints", np.zeros((len(boxes), 0, 2))), np.float32) * zoom
     vis = np.asarray(sample.get("keypoints_visible", np.zeros(kpts.shape[:2], bool)), bool)
     ignore = np.asarray(sample.get("ignore", np.zeros(len(boxes), bool)), bool)
-    for i, b in enumerate(boxes):
-        colour = (255, 150, 0) if ignore[i] else (0, 255, 0)
-        cv2.rectangle(img, (int(round(b[0])), int(round(b[1]))), (int(round(b[2])), int(round(b[3]))), colour, 1)
-        for k in range(kpts.shape[1]):
-            x, y = int(round(kpts[i, k, 0])), int(round(kpts[i, k, 1]))
-            if vis[i, k]:
-                cv2.circle(img, (x, y), max(2, int(zoom)), KEYPOINT_COLORS[k % len(KEYPOINT_COLORS)], -1)
+    for faces, colour in ((~ignore, (0, 255, 0)), (ignore, (255, 150, 0))):
+        draw_detections(img, {"boxes": boxes[faces], "keypoints": kpts[faces], "keypoints_visible": vis[faces]},
+                        color=colour, copy=False)
     return img
 
 
@@ -72,6 +67,6 @@ def browse(cfg: Mapping[str, Any], split: str = "train", n: int = 16, out: Union
         z = zoom if zoom is not None else max(1.0, 384 / h)
         img = draw_sample(sample, normalization, zoom=z)
         p = out / f"{split}_{j:03d}_{Path(str(sample.get('path', i))).stem}.png"
-        cv2.imwrite(str(p), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        save_image(p, img)
         paths.append(p)
     return paths

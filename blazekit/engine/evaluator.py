@@ -356,7 +356,8 @@ class Evaluator:
 
     def _draw(self, name: str, sample: Mapping[str, Any], pred: Mapping[str, Any], ignore: np.ndarray) -> None:
         """One PNG: ground truth green (ignored faces grey), detections >= vis_score_thr red with scores."""
-        from ..inference import draw_detections, save_image
+        from ..drawing import draw_detections
+        from ..io.images import save_image
 
         gt = np.asarray(sample["boxes"], np.float64).reshape(-1, 4)
         img = draw_detections(sample["image"], {"boxes": gt[~ignore]}, color=(0, 220, 0), draw_scores=False)

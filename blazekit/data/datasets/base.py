@@ -17,6 +17,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ...errors import UserError
+from ...io import images as image_io
+from ...io.images import SourceError, jpeg_problem
 
 logger = logging.getLogger("blazekit.data")
 
@@ -135,50 +137,13 @@ def select_labels(names: Dict[Any, str], wanted: Optional[Sequence[Any]], label_
     return out
 
 
-def jpeg_problem(path: PathLike) -> Optional[str]:
-    """Why a JPEG file is incomplete, or None (also for files that are not JPEG).
-
-    OpenCV decodes a truncated JPEG without an error (the missing rows come out grey), so this is checked
-    explicitly: a complete JPEG ends with the end-of-image marker FF D9, which cannot occur inside the
-    compressed data (byte stuffing). Reading the last KiB makes this nearly free. A file with data appended
-    after the marker (some cameras add a video or padding) is confirmed by decoding it at 1/8 scale with
-    PIL, which reads every compressed byte and says how many were missing.
-    """
-    p = os.fspath(path)
-    with open(p, "rb") as f:
-        if f.read(2) != b"\xff\xd8":
-            return None
-        size = os.fstat(f.fileno()).st_size
-        f.seek(max(2, size - 1024))
-        if b"\xff\xd9" in f.read():
-            return None
-    from PIL import Image, ImageFile
-
-    if ImageFile.LOAD_TRUNCATED_IMAGES:  # a global a user may have set: then PIL would not tell either
-        return "no JPEG end-of-image marker (the file is cut off)"
-    try:
-        with Image.open(p) as im:
-            im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
-            im.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        return f"{exc} (the file is cut off or damaged)"
-    return None
-
-
 def read_image(path: PathLike) -> np.ndarray:
-    """HxWx3 uint8 RGB. Grayscale is expanded, alpha dropped, EXIF rotation applied (OpenCV's default).
-
-    A truncated JPEG is an error (OpenCV alone would return it with grey rows)."""
-    p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise DataError(f"image file not found: {p}")
-    why = jpeg_problem(p)
-    if why is not None:
-        raise DataError(f"corrupt image {p}: {why}")
-    img = cv2.imread(p, cv2.IMREAD_COLOR)
-    if img is None:
-        raise DataError(f"cannot decode image {p}: the file is corrupt or not an image format OpenCV reads")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """:func:`blazekit.io.images.read_image` (HxWx3 uint8 RGB; truncated JPEGs refused, non-ASCII paths read), its
+    refusal raised as the :class:`DataError` dataset code and ``on_bad_sample`` handle."""
+    try:
+        return image_io.read_image(path)
+    except SourceError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def image_size(path: PathLike) -> Tuple[int, int]:

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from ...inference import IMAGE_EXTS, VIDEO_EXTS
+from ...io.images import IMAGE_EXTS
+from ...io.videos import VIDEO_EXTS
 from ...registry import DATASETS
 from .base import DataError, PathLike, read_image
 

@@ -14,7 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import yaml
 
-from ...inference import IMAGE_EXTS
+from ...io.images import IMAGE_EXTS
 from ...registry import DATASETS
 from .base import DataError, FaceDataset, FaceRecord, PathLike, image_size, select_labels
 
