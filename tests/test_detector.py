@@ -378,3 +378,41 @@ def test_detectors_registry_builds_blazeface_with_its_config():
     assert m.cfg["postprocess"]["type"] == "WeightedBlending" and m.head.num_anchors == [2, 6]
     with pytest.raises(Exception, match="does not accept 'bakbone'.*did you mean 'backbone'"):
         DETECTORS.build({**section, "bakbone": {}}, where="model")
+
+
+def test_default_parts_are_stated_once():
+    """A part left out (by hand or in the config) is ``DEFAULT_PARTS``'s; the config records it by its registry
+    name, and ``predict``'s preprocessing defaults are the schema's."""
+    from blazekit import options
+    from blazekit.models.detector import DEFAULT_PARTS, DEFAULT_PREPROCESS
+
+    section = {k: v for k, v in _cfg()["model"].items() if k not in DEFAULT_PARTS and k != "preprocess"}
+    built = build_detector(section)
+    by_hand = BlazeFace(built.backbone, built.head, built.anchor_generator)
+    for name, cls in DEFAULT_PARTS.items():
+        assert type(getattr(built, name)) is cls and type(getattr(by_hand, name)) is cls
+        assert built.cfg[name] == {"type": cls.__name__}
+    assert DEFAULT_PREPROCESS == options.defaults(options.PREPROCESS) == built.cfg["preprocess"]
+    assert by_hand.preprocess_cfg == {"resize": "letterbox", "normalize": "minus_one_one", "pad_value": 0}
+
+
+def test_models_import_one_way():
+    """The detector never imports its builder (build -> detector only: no circle), the teacher's loss terms never
+    import the detector, and no module of models/ imports the engine (any import, also inside functions)."""
+    import ast
+    from pathlib import Path
+
+    pkg = Path(REPO) / "blazekit" / "models"
+    for f in pkg.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = "." * node.level + (node.module or "")
+                names |= {base} | {f"{base}.{a.name}" if node.module else base + a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+        assert not any("engine" in n for n in names), f"models/{f.name} imports the engine: {sorted(names)}"
+        if f.stem in ("detector", "teacher"):
+            assert not any(n.startswith(".build") for n in names), f"models/{f.name} imports models.build"
+        if f.stem == "teacher":
+            assert not any(n.startswith(".detector") for n in names), "models/teacher.py imports the detector"

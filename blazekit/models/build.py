@@ -22,7 +22,7 @@ from ..checkpoint import (CheckpointError, architecture_diff, check_compatible, 
 from ..registry import (ANCHOR_GENERATORS, BACKBONES, BOX_CODERS, DETECTORS, HEADS, LOSSES, MATCHERS, NECKS,
                         POSTPROCESSORS)
 from . import backbones as _backbones, full_range as _full_range, heads as _heads  # noqa: F401
-from .detector import DEFAULT_PREPROCESS, BlazeFace, as_size, check_levels
+from .detector import DEFAULT_PARTS, DEFAULT_PREPROCESS, BlazeFace, as_size, check_levels
 
 PathLike = Union[str, os.PathLike]
 
@@ -35,11 +35,9 @@ def blazeface_from_config(backbone: Mapping[str, Any], head: Mapping[str, Any], 
                           preprocess: Optional[Mapping[str, Any]] = None, neck: Optional[Mapping[str, Any]] = None,
                           init: Optional[str] = None) -> BlazeFace:
     """The ``model`` section's keys -> a :class:`BlazeFace` with ``cfg`` set (``init`` is recorded, not loaded:
-    :func:`build_detector` loads it)."""
-    coder = coder or {"type": "MediaPipeCoder"}
-    matcher = matcher or {"type": "IoUMatcher"}
-    loss = loss or {"type": "MultiBoxLoss"}
-    postprocess = postprocess or {"type": "WeightedBlending"}
+    :func:`build_detector` loads it). A part left out is the detector's default (``DEFAULT_PARTS``)."""
+    coder, matcher, loss, postprocess = (given or {"type": DEFAULT_PARTS[name].__name__} for name, given in (
+        ("coder", coder), ("matcher", matcher), ("loss", loss), ("postprocess", postprocess)))
     preprocess = {**DEFAULT_PREPROCESS, **(preprocess or {})}
     size = as_size(input_size, "model.input_size")
     k = int(num_keypoints)
