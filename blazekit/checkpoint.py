@@ -249,19 +249,17 @@ def _strip_prefix(state: Mapping[str, torch.Tensor], model_keys: set) -> Dict[st
     return dict(state)
 
 
-def load_model_weights(model: nn.Module, ckpt: Mapping[str, Any], strict: bool = True,
-                       source: str = "checkpoint") -> Dict[str, List[Any]]:
-    """Copy ``ckpt["state_dict"]`` (or a bare state dict) into ``model``.
-
-    Returns ``{"loaded": [...], "missing": [...], "unexpected": [...], "shape_mismatch": [(key,
-    ckpt_shape, model_shape)]}``. ``strict`` raises if anything but "loaded" is non-empty; otherwise
-    only the tensors that fit are copied (e.g. a backbone into a model with a new head).
-    """
+def _state_dict(model: nn.Module, ckpt: Mapping[str, Any], source: str) -> Dict[str, torch.Tensor]:
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else ckpt
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{source}: 'state_dict' is {type(state).__name__}, expected a mapping of tensors")
+    return _strip_prefix(state, set(model.state_dict()))
+
+
+def compare_weights(model: nn.Module, ckpt: Mapping[str, Any], source: str = "checkpoint") -> Dict[str, List[Any]]:
+    """What :func:`load_model_weights` would load into ``model`` and leave out (the same report); nothing is copied."""
     own = model.state_dict()
-    state = _strip_prefix(state, set(own))
+    state = _state_dict(model, ckpt, source)
     loaded, unexpected, mismatch = [], [], []
     for k, v in state.items():
         if k not in own:
@@ -271,12 +269,23 @@ def load_model_weights(model: nn.Module, ckpt: Mapping[str, Any], strict: bool =
         else:
             loaded.append(k)
     missing = [k for k in own if k not in state]
-    report: Dict[str, List[Any]] = {"loaded": loaded, "missing": missing, "unexpected": unexpected,
-                                    "shape_mismatch": mismatch}
-    if strict and (missing or unexpected or mismatch):
+    return {"loaded": loaded, "missing": missing, "unexpected": unexpected, "shape_mismatch": mismatch}
+
+
+def load_model_weights(model: nn.Module, ckpt: Mapping[str, Any], strict: bool = True,
+                       source: str = "checkpoint") -> Dict[str, List[Any]]:
+    """Copy ``ckpt["state_dict"]`` (or a bare state dict) into ``model``.
+
+    Returns ``{"loaded": [...], "missing": [...], "unexpected": [...], "shape_mismatch": [(key,
+    ckpt_shape, model_shape)]}``. ``strict`` raises if anything but "loaded" is non-empty; otherwise
+    only the tensors that fit are copied (e.g. a backbone into a model with a new head).
+    """
+    report = compare_weights(model, ckpt, source)
+    if strict and (report["missing"] or report["unexpected"] or report["shape_mismatch"]):
         raise CheckpointError(f"{source} does not fit the model (strict=True): " + "; ".join(misfit_lines(report)))
+    own, state = model.state_dict(), _state_dict(model, ckpt, source)
     with torch.no_grad():
-        for k in loaded:
+        for k in report["loaded"]:
             own[k].copy_(state[k])
     return report
 
@@ -293,6 +302,19 @@ def misfit_lines(report: Mapping[str, List[Any]]) -> List[str]:
         if keys:
             lines.append(f"{name} ({len(keys)}): " + ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else ""))
     return lines
+
+
+def load_summary(report: Mapping[str, List[Any]], shown: int = 5) -> str:
+    """A :func:`load_model_weights` report in one line: ``loaded 200/206 tensors; not loaded: missing 6 (a, b, ...),
+    unexpected 0, shape mismatch 0`` (the model's tensors are the loaded, missing and mis-shaped ones)."""
+    def few(names: List[str]) -> str:
+        return " (" + ", ".join(names[:shown]) + (", ..." if len(names) > shown else "") + ")" if names else ""
+
+    loaded, missing, unexpected = report["loaded"], report["missing"], report["unexpected"]
+    mism = [f"{k} {a}->{b}" for k, a, b in report["shape_mismatch"]]
+    return (f"loaded {len(loaded)}/{len(loaded) + len(missing) + len(mism)} tensors; not loaded: missing "
+            f"{len(missing)}{few(missing)}, unexpected {len(unexpected)}{few(unexpected)}, shape mismatch "
+            f"{len(mism)}{few(mism)}")
 
 
 def model_checkpoint(model: nn.Module, meta: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:

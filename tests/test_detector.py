@@ -378,3 +378,76 @@ def test_detectors_registry_builds_blazeface_with_its_config():
     assert m.cfg["postprocess"]["type"] == "WeightedBlending" and m.head.num_anchors == [2, 6]
     with pytest.raises(Exception, match="does not accept 'bakbone'.*did you mean 'backbone'"):
         DETECTORS.build({**section, "bakbone": {}}, where="model")
+
+
+def test_default_parts_are_stated_once():
+    """A part left out (by hand or in the config) is ``DEFAULT_PARTS``'s; the config records it by its registry
+    name, and ``predict``'s preprocessing defaults are the schema's."""
+    from blazekit import options
+    from blazekit.models.detector import DEFAULT_PARTS, DEFAULT_PREPROCESS
+
+    section = {k: v for k, v in _cfg()["model"].items() if k not in DEFAULT_PARTS and k != "preprocess"}
+    built = build_detector(section)
+    by_hand = BlazeFace(built.backbone, built.head, built.anchor_generator)
+    for name, cls in DEFAULT_PARTS.items():
+        assert type(getattr(built, name)) is cls and type(getattr(by_hand, name)) is cls
+        assert built.cfg[name] == {"type": cls.__name__}
+    assert DEFAULT_PREPROCESS == options.defaults(options.PREPROCESS) == built.cfg["preprocess"]
+    assert by_hand.preprocess_cfg == {"resize": "letterbox", "normalize": "minus_one_one", "pad_value": 0}
+
+
+def test_one_weights_loader_reports_what_loaded(tmp_path):
+    """``load_weights`` serves --weights, model.init and the distillation teacher: strict refuses another
+    architecture listing its keys and tensors and leaves the model as it was; strict=False loads what fits and
+    reports the rest (load_summary: the line the trainer logs)."""
+    from blazekit.checkpoint import load_summary
+    from blazekit.models.build import load_weights
+
+    back = build_detector(BACK)
+    path = save_checkpoint(tmp_path / "back.pt", model_checkpoint(back))
+    front = build_detector(FRONT)
+    before = {k: v.clone() for k, v in front.state_dict().items()}
+    for setting, hint in (("weights", "Use the config the checkpoint was trained with"),
+                          ("model.init", "Use the matching config, or set train.init_strict: false")):
+        with pytest.raises(CheckpointError) as err:
+            load_weights(front, path, setting=setting)
+        msg = str(err.value)
+        assert msg.startswith(f"{setting} '{path}' ({path}) does not fit the model: architecture model.backbone.type")
+        assert "model.input_size" in msg and "shape mismatch (" in msg and hint in msg
+    assert all(torch.equal(v, front.state_dict()[k]) for k, v in before.items())  # nothing loaded
+    report = load_weights(front, path, strict=False)
+    assert report == load_model_weights(build_detector(FRONT), load_checkpoint(path), strict=False)
+    assert report["loaded"] and report["shape_mismatch"] and report["unexpected"]
+    sd = load_checkpoint(path)["state_dict"]
+    assert all(torch.equal(front.state_dict()[k], sd[k]) for k in report["loaded"])
+    total = len(front.state_dict())
+    assert load_summary(report).startswith(f"loaded {len(report['loaded'])}/{total} tensors; not loaded: missing ")
+    assert load_summary({"loaded": ["a"], "missing": list("bcdefg"), "unexpected": [],
+                         "shape_mismatch": [("h", (1,), (2,))]}) == (
+        "loaded 1/8 tensors; not loaded: missing 6 (b, c, d, e, f, ...), unexpected 0, shape mismatch 1 (h (1,)->(2,))")
+    with pytest.raises(FileNotFoundError, match=r"^model.init: weights 'nope.pt': not a named weight"):
+        load_weights(front, "nope.pt", setting="model.init")
+    with pytest.raises(FileNotFoundError, match=r"^weights 'nope.pt': not a named weight"):
+        load_weights(front, "nope.pt")
+
+
+def test_models_import_one_way():
+    """The detector never imports its builder (build -> detector only: no circle), the teacher's loss terms never
+    import the detector, and no module of models/ imports the engine (any import, also inside functions)."""
+    import ast
+    from pathlib import Path
+
+    pkg = Path(REPO) / "blazekit" / "models"
+    for f in pkg.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = "." * node.level + (node.module or "")
+                names |= {base} | {f"{base}.{a.name}" if node.module else base + a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+        assert not any("engine" in n for n in names), f"models/{f.name} imports the engine: {sorted(names)}"
+        if f.stem in ("detector", "teacher"):
+            assert not any(n.startswith(".build") for n in names), f"models/{f.name} imports models.build"
+        if f.stem == "teacher":
+            assert not any(n.startswith(".detector") for n in names), "models/teacher.py imports the detector"

@@ -4,7 +4,7 @@ import torch
 
 from blazekit import build_detector
 from blazekit.boxes import box_iou
-from blazekit.models.detector import Teacher
+from blazekit.models.teacher import TeacherOutputs as Teacher, taught_face_keypoints, teacher_detections
 
 
 def _targets(with_keypoints: bool):
@@ -68,9 +68,10 @@ def test_face_targets_are_the_keypoints_mediapipe_reports_for_that_face_used_lik
     assert len(reported["boxes"]) == 1 and float(reported["scores"][0]) > 0.9
     box = reported["boxes"][:1]
     teacher = Teacher(reg, logits, weight=1.0)
-    b_pad, kp_pad, vis_pad = det._pad([box / 128], [torch.zeros(1, 6, 2)], [torch.zeros(1, 6, dtype=torch.bool)])
-    t_boxes, t_kpts, t_score = det._teacher_detections(teacher, size, torch.float32)
-    kp, weights = det._taught_face_keypoints(teacher, kp_pad, vis_pad, box_iou(b_pad, t_boxes), t_kpts, t_score)
+    gt = det.prepare_targets([{"boxes": box}], size, torch.float32, torch.device("cpu"))  # no keypoint labels
+    t_boxes, t_kpts, t_score = teacher_detections(teacher, det.decode, size, torch.float32)
+    kp, weights = taught_face_keypoints(teacher, gt.keypoints, gt.keypoint_weights, box_iou(gt.padded_boxes, t_boxes),
+                                        t_kpts, t_score)
     # with the reported box as the face, the taught keypoints are the ones the post-processor reports
     assert torch.allclose(kp[0, 0] * 128, reported["keypoints"][0], atol=1e-3), (kp[0, 0] * 128, reported)
     assert torch.equal(weights, torch.ones(1, 1, 6))

@@ -18,7 +18,7 @@ BOTTOM = {"blazekit.errors": set(), "blazekit.registry": {"blazekit.errors"},
           "blazekit.options": {"blazekit.errors", "blazekit.registry"},
           "blazekit.config": {"blazekit.errors", "blazekit.registry", "blazekit.options"}}
 #: circles still to remove, by the issue #20 item that removes them (item 4: the build_detector shim in detector.py)
-KNOWN_CIRCLES: List[Set[str]] = [{"blazekit.models.build", "blazekit.models.detector"}]
+KNOWN_CIRCLES: List[Set[str]] = []  # none since issue #20 item 4
 
 
 def _module_name(path: Path) -> str:

@@ -3,8 +3,9 @@
 Most face sets label boxes only. Their faces give the keypoint loss nothing, while every step moves the shared
 features, so fine-tuning silently wrecks the 6 keypoints. A frozen copy of the starting weights runs on the same
 (augmented) batch; by default (``targets: face``) each such face gets the keypoints the teacher reports for it,
-used like real labels (see :class:`blazekit.models.detector.Teacher`). Cost: one forward pass without gradients
-per step.
+used like real labels. The teacher is :class:`KeypointTeacher` here; what the detector's loss does with its outputs
+(:class:`~blazekit.models.teacher.TeacherOutputs`) is :mod:`blazekit.models.teacher`. Cost: one forward pass
+without gradients per step.
 """
 from __future__ import annotations
 
@@ -16,22 +17,22 @@ from torch import nn
 
 from .. import options
 from ..config import ConfigError
-from ..models.detector import Teacher
+from ..models.teacher import TeacherOutputs
 
 class KeypointTeacher:
     """Gives the detector's loss the frozen starting model's raw outputs for a batch."""
 
     def __init__(self, model: nn.Module, **settings: Any) -> None:
-        """``settings``: the :class:`~blazekit.models.detector.Teacher` fields after ``logits`` (``weight``,
+        """``settings``: the :class:`~blazekit.models.teacher.TeacherOutputs` fields after ``logits`` (``weight``,
         ``targets``, ``min_score``, ...), as checked by ``options.DISTILL``."""
         self.model = model.eval().requires_grad_(False)
-        self.settings = {k: v for k, v in settings.items() if k in Teacher._fields}
+        self.settings = {k: v for k, v in settings.items() if k in TeacherOutputs._fields}
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> Dict[str, Any]:
         """Keyword arguments for ``detector(images, targets, **kwargs)``."""
         regressors, logits = self.model.raw(images)
-        return {"teacher": Teacher(regressors, logits, **self.settings)}
+        return {"teacher": TeacherOutputs(regressors, logits, **self.settings)}
 
 
 def distill_options(spec: Any) -> Optional[Dict[str, Any]]:
@@ -52,7 +53,7 @@ def build_teacher(model: nn.Module, spec: Any, init: Optional[str], device: torc
     if opts["teacher"] is not None:
         from ..models.build import load_weights
 
-        load_weights(teacher, opts["teacher"])
+        load_weights(teacher, opts["teacher"], setting="train.distill.teacher")
     elif not init:
         raise ConfigError("train.distill: no teacher; set model.init (the weights fine-tuning starts from) or "
                           "train.distill.teacher")

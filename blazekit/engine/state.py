@@ -16,9 +16,7 @@ from torch import nn
 
 from .. import config as config_lib
 from ..errors import UserError
-from ..checkpoint import (CheckpointError, architecture_diff, check_compatible, load_checkpoint, load_model_weights,
-                          misfit_lines)
-from .ema import unwrap
+from ..checkpoint import CheckpointError, check_compatible, load_summary
 from .optim import freeze_parameters, frozen_norm_modules
 
 
@@ -97,55 +95,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_pretrained(model: nn.Module, init: str, log: Any = None, strict: bool = True) -> Dict[str, List[Any]]:
-    """Load a named or path checkpoint into ``model`` (``model.init``); the report is logged.
-
-    ``strict`` (``train.init_strict``, default) refuses a checkpoint that does not fit exactly, like
-    ``--weights``: a :class:`CheckpointError` lists the architecture differences and the missing,
-    unexpected and mis-shaped tensors. With ``strict=False`` the tensors that fit are loaded (a backbone
-    into a model with a new head) and the report (``loaded`` / ``missing`` / ``unexpected`` /
-    ``shape_mismatch``) says what was left out.
-    """
-    from ..weights import resolve_weights
-
-    try:
-        path = resolve_weights(init)
-    except FileNotFoundError as exc:
-        raise TrainingError(f"model.init: {exc}") from None
-    ckpt = load_checkpoint(path)
-    source = f"model.init {init!r} ({path})"
-    report = load_model_weights(unwrap(model), ckpt, strict=False, source=source)
-    arch = architecture_diff(ckpt.get("model_cfg"), unwrap(model).cfg)
-    if strict and (arch or report["missing"] or report["unexpected"] or report["shape_mismatch"]):
-        lines = [f"architecture {a}" for a in arch] + misfit_lines(report)
-        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(lines) + ". Use the matching "
-                              "config, or set train.init_strict: false to load only the tensors that fit.")
-    if log is not None:
-        total = len(unwrap(model).state_dict())
-        mism = [f"{k} {a}->{b}" for k, a, b in report["shape_mismatch"]]
-        log.info("model.init %s (%s): loaded %d/%d tensors; not loaded: missing %d%s, unexpected %d%s, "
-                 "shape mismatch %d%s", init, path, len(report["loaded"]), total, len(report["missing"]),
-                 _few(report["missing"]), len(report["unexpected"]), _few(report["unexpected"]), len(mism), _few(mism))
-    return report
-
-
-def _few(names: List[str], n: int = 5) -> str:
-    if not names:
-        return ""
-    return " (" + ", ".join(names[:n]) + (", ..." if len(names) > n else "") + ")"
-
-
 def build_train_model(cfg: Mapping[str, Any], tcfg: Mapping[str, Any], device: torch.device, world_size: int,
                       log: Any) -> Tuple[nn.Module, Optional[Dict[str, List[Any]]], List[nn.Module]]:
-    """The detector of ``cfg`` with ``model.init`` loaded (see :func:`load_pretrained`), ``train.freeze`` applied
-    and SyncBN if asked; returns ``(model, init report or None, norm layers to keep in eval mode)``."""
-    from ..models.build import build_detector
+    """The detector of ``cfg`` with ``model.init`` loaded (strict unless ``train.init_strict: false``; see
+    :func:`blazekit.models.build.load_weights`, its report is logged), ``train.freeze`` applied and SyncBN if asked;
+    returns ``(model, init report or None, norm layers to keep in eval mode)``."""
+    from ..models.build import build_detector, load_weights
 
     model_cfg = copy.deepcopy(dict(cfg["model"]))  # the section: the config was validated when it was loaded
     init = model_cfg.get("init")
     model_cfg["init"] = None  # loaded below, with a report of what matched
     model = build_detector(model_cfg, device=str(device))
-    report = load_pretrained(model, init, log, strict=bool(tcfg["init_strict"])) if init else None
+    report = load_weights(model, init, strict=bool(tcfg["init_strict"]), setting="model.init") if init else None
+    if report is not None:
+        log.info("model.init %s: %s", init, load_summary(report))
     frozen = freeze_parameters(model, tcfg["freeze"])
     if frozen:
         log.info("frozen %d parameter tensors matching %s", len(frozen), tcfg["freeze"])

@@ -1,4 +1,4 @@
-"""Config -> detector: registry look-ups, head sizing and weight loading.
+"""Config -> detector: registry look-ups, head sizing and the one weights loader.
 
 The one place that knows both the config schema and :class:`~blazekit.models.detector.BlazeFace`'s parts. The
 head's sizes are derived here (``in_channels`` from the backbone or neck, ``num_anchors`` from the anchor
@@ -17,12 +17,12 @@ from torch import nn
 from .. import anchors as _anchors, coder as _coder, losses as _losses, matcher as _matcher  # noqa: F401
 from .. import postprocess as _postprocess  # noqa: F401  (the imports above and here register the built-ins)
 from .. import config as config_lib, options
-from ..checkpoint import (CheckpointError, architecture_diff, check_compatible, load_checkpoint,
-                          load_model_weights)
+from ..checkpoint import (CheckpointError, architecture_diff, compare_weights, load_checkpoint, load_model_weights,
+                          misfit_lines)
 from ..registry import (ANCHOR_GENERATORS, BACKBONES, BOX_CODERS, DETECTORS, HEADS, LOSSES, MATCHERS, NECKS,
                         POSTPROCESSORS)
 from . import backbones as _backbones, full_range as _full_range, heads as _heads  # noqa: F401
-from .detector import DEFAULT_PREPROCESS, BlazeFace, as_size, check_levels
+from .detector import DEFAULT_PARTS, DEFAULT_PREPROCESS, BlazeFace, as_size, check_levels
 
 PathLike = Union[str, os.PathLike]
 
@@ -35,11 +35,9 @@ def blazeface_from_config(backbone: Mapping[str, Any], head: Mapping[str, Any], 
                           preprocess: Optional[Mapping[str, Any]] = None, neck: Optional[Mapping[str, Any]] = None,
                           init: Optional[str] = None) -> BlazeFace:
     """The ``model`` section's keys -> a :class:`BlazeFace` with ``cfg`` set (``init`` is recorded, not loaded:
-    :func:`build_detector` loads it)."""
-    coder = coder or {"type": "MediaPipeCoder"}
-    matcher = matcher or {"type": "IoUMatcher"}
-    loss = loss or {"type": "MultiBoxLoss"}
-    postprocess = postprocess or {"type": "WeightedBlending"}
+    :func:`build_detector` loads it). A part left out is the detector's default (``DEFAULT_PARTS``)."""
+    coder, matcher, loss, postprocess = (given or {"type": DEFAULT_PARTS[name].__name__} for name, given in (
+        ("coder", coder), ("matcher", matcher), ("loss", loss), ("postprocess", postprocess)))
     preprocess = {**DEFAULT_PREPROCESS, **(preprocess or {})}
     size = as_size(input_size, "model.input_size")
     k = int(num_keypoints)
@@ -77,17 +75,43 @@ def model_section(cfg: Union[PathLike, Mapping[str, Any]]) -> Dict[str, Any]:
     return dict(cfg["model"])
 
 
-def load_weights(model: nn.Module, weights: PathLike, strict: bool = True) -> Dict[str, List[Any]]:
-    """Load a checkpoint / named weights into ``model``, first checking the architecture matches ``model.cfg``
-    (a detector assembled by hand has none: then only the strict tensor check applies)."""
+#: what a strict refusal suggests, by the setting that named the weights
+LOOSE_HINTS = {"model.init": "Use the matching config, or set train.init_strict: false to load only the tensors "
+                             "that fit."}
+
+
+def load_weights(model: nn.Module, weights: PathLike, strict: bool = True,
+                 setting: str = "weights") -> Dict[str, List[Any]]:
+    """Load a named weight or checkpoint file into ``model``: the one weights loader (``--weights``, ``model.init``,
+    ``train.distill.teacher``; ``setting`` names where the weights were given, in messages).
+
+    ``strict`` (default): the checkpoint's architecture (its ``model_cfg`` against ``model.cfg``; a detector
+    assembled by hand has none) and every tensor must fit, else one :class:`CheckpointError` lists the architecture
+    differences and the missing, unexpected and mis-shaped tensors, and nothing is loaded. ``strict=False``
+    (``train.init_strict: false``) loads the tensors that fit (a backbone into a model with a new head). Weights
+    whose outputs are NaN/Inf are refused. Returns the report of what loaded and what was left out
+    (:func:`~blazekit.checkpoint.load_model_weights`; :func:`~blazekit.checkpoint.load_summary` says it in one
+    line, which the trainer logs).
+    """
     from ..weights import resolve_weights
 
-    path = resolve_weights(weights)
-    source = f"weights {os.fspath(weights)!r} ({path})"
+    try:
+        path = resolve_weights(weights)
+    except FileNotFoundError as exc:  # its message already says "weights ..."
+        if setting == "weights":
+            raise
+        raise FileNotFoundError(f"{setting}: {exc}") from None
+    source = f"{setting} {os.fspath(weights)!r} ({path})"
     ckpt = load_checkpoint(path)
-    if getattr(model, "cfg", None) is not None:
-        check_compatible(ckpt.get("model_cfg"), model.cfg, source=source)
-    report = load_model_weights(model, ckpt, strict=strict, source=source)
+    model_cfg = getattr(model, "cfg", None)
+    arch = architecture_diff(ckpt.get("model_cfg"), model_cfg) if model_cfg is not None else []
+    report = compare_weights(model, ckpt, source=source)
+    misfit = [f"architecture {a}" for a in arch] + misfit_lines(report)
+    if strict and misfit:
+        hint = LOOSE_HINTS.get(setting, "Use the config the checkpoint was trained with (its model_cfg is stored "
+                                        "inside).")
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(misfit) + f". {hint}")
+    load_model_weights(model, ckpt, strict=False, source=source)
     layer = model.nonfinite_layer() if hasattr(model, "nonfinite_layer") else None
     if layer is not None:  # finite weights that overflow: every detection would be NaN
         big = max((float(v.abs().max()) for v in model.state_dict().values() if v.is_floating_point() and v.numel()),

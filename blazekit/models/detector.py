@@ -1,7 +1,8 @@
 """The BlazeFace detector: built parts in, raw outputs / losses / detections out.
 
 ``BlazeFace`` takes *built* modules (torchvision SSD style) and knows no config, registry or engine:
-:mod:`blazekit.models.build` turns a config into one. The network is fully convolutional: ``raw`` /
+:mod:`blazekit.models.build` turns a config into one. Its loss is SSD's (match, encode, score); what a distillation
+teacher adds to it lives beside it, in :mod:`blazekit.models.teacher`. The network is fully convolutional: ``raw`` /
 ``decode`` / ``predict`` run at any input size divisible by the total stride, with anchors made (and
 cached) for it.
 """
@@ -11,59 +12,43 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tup
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..boxes import box_iou
+from .. import options
 from ..coder import MediaPipeCoder
 from ..errors import UserError
 from ..losses import MultiBoxLoss
 from ..matcher import IoUMatcher
 from ..postprocess import WeightedBlending
 from ..preprocess import letterbox, normalize
+from .teacher import TeacherOutputs, score_distillation, teach_anchor_keypoints, teach_targets
 
+Teacher = TeacherOutputs  # the name it had when it lived here
 Size = Tuple[int, int]
+Detections = Dict[str, np.ndarray]
+
+#: the parts a detector gets when its caller or its config names none (:mod:`blazekit.models.build` fills a
+#: missing config section with ``{"type": <class name>}``, the name each is registered under): MediaPipe's box
+#: coder, the IoU matcher, the SSD MultiBox loss and MediaPipe's weighted blending
+DEFAULT_PARTS: Dict[str, type] = {"coder": MediaPipeCoder, "matcher": IoUMatcher, "loss": MultiBoxLoss,
+                                  "postprocess": WeightedBlending}
+#: ``predict``'s letterbox when ``model.preprocess`` leaves a key out: the defaults of its schema
+DEFAULT_PREPROCESS: Dict[str, Any] = options.defaults(options.PREPROCESS)
 
 
 class InputSizeError(UserError, ValueError):
     """An input size the network cannot tile exactly (not a multiple of its total stride); says which sizes fit."""
 
 
-class Teacher(NamedTuple):
-    """A frozen starting model's raw outputs on the training batch, for faces without keypoint labels.
+class FaceTargets(NamedTuple):
+    """A batch's labelled faces, normalised to [0, 1]: per image for the matcher, padded to the most faces of an
+    image (N, all-zero padding) for encoding."""
 
-    ``targets="face"``: each such face gets the keypoints the teacher itself would report for it: the
-    score-weighted blend of its anchors that score >= ``min_score`` with a decoded box of IoU >= ``min_iou``
-    with the face (MediaPipe's weighted NMS in miniature). They are then encoded for every anchor matched to the
-    face like real labels, so all of a face's anchors agree; faces the teacher does not find get no keypoint term.
-    ``targets="anchor"``: each matched anchor copies the teacher's raw keypoint outputs at that anchor, also where
-    the teacher's anchor does not see the face (kept for comparison; see RESULTS.md).
-
-    ``ignore_score``: anchors the teacher scores at least this high are ignored instead of being negatives. Box
-    sets leave faces unlabelled (FDDB skips most small background faces); hard negative mining would otherwise
-    teach the model to miss exactly the faces the starting model finds. ``score_weight``: every anchor the
-    matcher calls background also learns the teacher's face probability (``loss_score``, a KL term; learning
-    without forgetting), so what the labels do not cover stays as the starting model had it.
-    ``positive_iou``: the anchors where the teacher finds a labelled face (score >= ``min_score``, decoded box IoU
-    >= ``positive_iou``) are that face's positives too (``positive_mode="add"``), or instead of the matcher's
-    (``"replace"``, the matcher's others are ignored; faces the teacher misses keep the matcher's). A peaky
-    model (MediaPipe full range fires one or two anchors per face) otherwise has to re-learn which anchors
-    answer for a face, and forgets what its data does not show.
-    """
-
-    regressors: Tensor                  # [B, A, 4+2K]
-    logits: Tensor                      # [B, A, 1]
-    weight: float = 1.0                 # multiplies the taught keypoints' loss
-    targets: str = "face"
-    min_score: float = 0.5
-    min_iou: float = 0.4
-    ignore_score: Optional[float] = None
-    score_weight: float = 0.0           # > 0: anchors the labels call background learn the teacher's scores (LwF)
-    positive_iou: Optional[float] = None
-    positive_mode: str = "add"
-Detections = Dict[str, np.ndarray]
-
-DEFAULT_PREPROCESS = {"resize": "letterbox", "normalize": "minus_one_one", "pad_value": 0}
+    boxes: List[Tensor]       # per image [N_i, 4] xyxy
+    ignore: List[Tensor]      # per image [N_i] bool: neither positive nor negative
+    padded_boxes: Tensor      # [B, N, 4]
+    keypoints: Tensor         # [B, N, K, 2]
+    keypoint_weights: Tensor  # [B, N, K] 1 labelled, 0 not (a teacher may give its own keypoints a weight)
 
 
 def as_size(value: Union[int, Sequence[int]], where: str) -> Size:
@@ -106,11 +91,11 @@ class BlazeFace(nn.Module):
         head: feature levels -> ``(regressors [B, A, 4+2K], logits [B, A, 1])``.
         anchor_generator: ``anchors(size)`` / ``priors(size)`` / ``num_anchors_per_level(size)`` /
             ``strides_per_level()`` (:class:`blazekit.anchors.SSDAnchorGenerator`).
-        coder, matcher, loss, postprocess: default to MediaPipe's coder, the IoU matcher, the MultiBox loss
-            and MediaPipe's weighted blending.
+        coder, matcher, loss, postprocess: None takes the part of :data:`DEFAULT_PARTS`.
         neck: optional module between backbone and head.
         input_size: (H, W) the model is trained at; ``predict`` letterboxes to it by default.
-        preprocess: ``resize`` / ``normalize`` / ``pad_value`` of ``predict``'s letterbox.
+        preprocess: ``resize`` / ``normalize`` / ``pad_value`` of ``predict``'s letterbox (missing keys:
+            :data:`DEFAULT_PREPROCESS`).
         cfg: the ``model`` config section this detector was built from (:func:`blazekit.models.build.build_detector`
             attaches it); checkpoints store it and loading compares architectures with it. None for a
             detector assembled by hand.
@@ -130,10 +115,9 @@ class BlazeFace(nn.Module):
         self.neck = neck
         self.head = head
         self.anchor_generator = anchor_generator
-        self.coder = coder if coder is not None else MediaPipeCoder()
-        self.matcher = matcher if matcher is not None else IoUMatcher()
-        self.loss = loss if loss is not None else MultiBoxLoss()
-        self.postprocess = postprocess if postprocess is not None else WeightedBlending()
+        given = {"coder": coder, "matcher": matcher, "loss": loss, "postprocess": postprocess}
+        for name, part in given.items():
+            setattr(self, name, part if part is not None else DEFAULT_PARTS[name]())
         self.strides = check_levels(neck if neck is not None else backbone, anchor_generator, self.input_size)
         # the backbone may go deeper than the levels the head sees (full range: stride 32 up to a stride-4 level)
         self.total_stride = max(self.strides + [int(s) for s in getattr(backbone, "strides", None) or []])
@@ -221,7 +205,7 @@ class BlazeFace(nn.Module):
         return self.head(feats)
 
     def forward(self, images: Tensor, targets: Optional[Sequence[Mapping[str, Any]]] = None,
-                teacher: Optional[Teacher] = None) -> Union[Tuple[Tensor, Tensor], Dict[str, Tensor]]:
+                teacher: Optional[TeacherOutputs] = None) -> Union[Tuple[Tensor, Tensor], Dict[str, Tensor]]:
         """Without targets: :meth:`raw`. With targets (collated list): the loss dict (see :meth:`compute_loss`)."""
         if targets is None:
             return self.raw(images)
@@ -231,149 +215,81 @@ class BlazeFace(nn.Module):
         return self.compute_loss(regressors, logits, targets, (int(images.shape[-2]), int(images.shape[-1])),
                                  teacher=teacher)
 
+    # ------------------------------------------------------------------ loss: match, encode, score
     def compute_loss(self, regressors: Tensor, logits: Tensor, targets: Sequence[Mapping[str, Any]],
-                     size: Size, teacher: Optional[Teacher] = None) -> Dict[str, Tensor]:
-        """Match, encode and score. Target boxes / keypoints are in input pixels; normalised here.
+                     size: Size, teacher: Optional[TeacherOutputs] = None) -> Dict[str, Tensor]:
+        """SSD's loss: match the anchors to the labelled faces, encode each anchor's face, score the outputs against
+        it (``loss``, ``loss_cls``, ``loss_box``, ``loss_kpt``, ``num_pos``). Target boxes / keypoints are in input
+        pixels of ``size`` (H, W).
 
-        ``teacher`` (a frozen starting model's outputs on the same images, see :class:`Teacher`) gives the
-        keypoint targets of faces whose keypoints are not labelled: box-only data then keeps the keypoints the
-        model started with instead of letting them drift (self-distillation).
+        ``teacher`` (a frozen starting model's outputs on the same images, see
+        :class:`~blazekit.models.teacher.TeacherOutputs`) speaks where the labels are silent: keypoints of faces
+        without keypoint labels, its own positives and ignored anchors, and ``loss_score`` on the background.
         """
-        h, w = size
-        dev, dt = regressors.device, regressors.dtype
         anchors, priors = self.anchors_for(size)
+        gt = self.prepare_targets(targets, size, regressors.dtype, regressors.device)
+        matches = self.matcher(priors, gt.boxes, gt.ignore)  # [B, A]: face index, -1 background, -2 ignored
+        if teacher is not None:
+            taught = teach_targets(teacher, matches, gt.padded_boxes, gt.ignore, gt.keypoints, gt.keypoint_weights,
+                                   self.decode, size)
+            matches = taught.matches
+            gt = gt._replace(keypoints=taught.keypoints, keypoint_weights=taught.keypoint_weights)
+        encoded, kpt_weights = self.encode_targets(gt, matches, size)
+        if teacher is not None:
+            encoded, kpt_weights = teach_anchor_keypoints(teacher, matches, encoded, kpt_weights)
+        out = self.loss(logits, regressors, matches, encoded, kpt_weights,
+                        self.coder.loss_scale(anchors, priors, input_size=size))
+        if teacher is not None and teacher.score_weight > 0:
+            out["loss_score"] = teacher.score_weight * score_distillation(logits, teacher.logits, matches,
+                                                                          taught.background)
+            out["loss"] = out["loss"] + out["loss_score"]
+        return out
+
+    def prepare_targets(self, targets: Sequence[Mapping[str, Any]], size: Size, dtype: torch.dtype,
+                        device: torch.device) -> FaceTargets:
+        """Collated targets (``boxes`` [N, 4] xyxy and ``keypoints`` [N, K, 2] in input pixels of ``size``,
+        optional ``ignore`` [N] and ``keypoints_visible`` [N, K]) -> :class:`FaceTargets`, normalised."""
+        h, w = size
         k = self.num_keypoints
-        norm = torch.tensor([w, h, w, h], dtype=dt, device=dev)
+        norm = torch.tensor([w, h, w, h], dtype=dtype, device=device)
         boxes, ignore, kpts, vis = [], [], [], []
         for i, t in enumerate(targets):
-            b = torch.as_tensor(t["boxes"], dtype=dt, device=dev).reshape(-1, 4)
+            b = torch.as_tensor(t["boxes"], dtype=dtype, device=device).reshape(-1, 4)
             n = len(b)
             boxes.append(b / norm)
             ign = t.get("ignore")
-            ignore.append(torch.zeros(n, dtype=torch.bool, device=dev) if ign is None
-                          else torch.as_tensor(ign, dtype=torch.bool, device=dev).reshape(n))
+            ignore.append(torch.zeros(n, dtype=torch.bool, device=device) if ign is None
+                          else torch.as_tensor(ign, dtype=torch.bool, device=device).reshape(n))
             kp = t.get("keypoints")
             if kp is None or k == 0:
-                kpts.append(torch.zeros(n, k, 2, dtype=dt, device=dev))
-                vis.append(torch.zeros(n, k, dtype=torch.bool, device=dev))
+                kpts.append(torch.zeros(n, k, 2, dtype=dtype, device=device))
+                vis.append(torch.zeros(n, k, dtype=torch.bool, device=device))
                 continue
-            kp = torch.as_tensor(kp, dtype=dt, device=dev)
+            kp = torch.as_tensor(kp, dtype=dtype, device=device)
             if kp.numel() and kp.shape[-2:] != (k, 2) or (not kp.numel() and n):
                 raise ValueError(f"targets[{i}]['keypoints'] has shape {tuple(kp.shape)}, expected [{n}, {k}, 2] "
                                  f"(model.num_keypoints={k})")
             kpts.append(kp.reshape(n, k, 2) / norm[:2])
             v = t.get("keypoints_visible")
-            vis.append(torch.ones(n, k, dtype=torch.bool, device=dev) if v is None
-                       else torch.as_tensor(v, dtype=torch.bool, device=dev).reshape(n, k))
-        matches = self.matcher(priors, boxes, ignore)  # [B, A]
-        b_pad, kp_pad, vis_pad = self._pad(boxes, kpts, vis)
-        vis_w = vis_pad.to(dt)  # per-keypoint loss weights: 1 labelled, 0 none, teacher.weight taught
-        face_mode = teacher is not None and k > 0 and teacher.targets == "face"
-        background = matches == -1  # what the labels call background, before the teacher's ignores
-        if teacher is not None and (face_mode or teacher.ignore_score is not None or teacher.positive_iou is not None):
-            t_boxes, t_kpts, t_score = self._teacher_detections(teacher, size, dt)
-            if face_mode or teacher.positive_iou is not None:
-                t_iou = box_iou(b_pad, t_boxes)  # [B, N, A] labelled faces vs the teacher's boxes, used by both
-            if teacher.positive_iou is not None:
-                matches = self._teacher_positives(teacher, matches, ignore, t_iou, t_score)
-                background = background & (matches < 0)
-            if face_mode:
-                kp_pad, vis_w = self._taught_face_keypoints(teacher, kp_pad, vis_pad, t_iou, t_kpts, t_score)
-            if teacher.ignore_score is not None:
-                matches = torch.where(background & (t_score >= teacher.ignore_score), torch.full_like(matches, -2),
-                                      matches)
-        idx = matches.clamp_min(0)
-        gt_boxes = torch.gather(b_pad, 1, idx[..., None].expand(-1, -1, 4))
-        gt_kpts = torch.gather(kp_pad, 1, idx[..., None, None].expand(-1, -1, k, 2))
-        gt_vis = torch.gather(vis_w, 1, idx[..., None].expand(-1, -1, k))
-        encoded = self.coder.encode(gt_boxes, gt_kpts, self.coding_anchors(size), input_size=size)
-        if teacher is not None and k > 0 and not face_mode:
-            learn = (matches >= 0)[..., None] & (gt_vis == 0)  # [B, A, K]: matched anchors, unlabelled keypoints
-            taught = teacher.regressors.detach()[..., 4:].reshape(*learn.shape, 2).to(encoded.dtype)
-            kp = torch.where(learn[..., None], taught, encoded[..., 4:].reshape(*learn.shape, 2))
-            encoded = torch.cat([encoded[..., :4], kp.flatten(-2)], dim=-1)
-            gt_vis = torch.where(learn, gt_vis.new_tensor(float(teacher.weight)), gt_vis)
-        scale = self.coder.loss_scale(anchors, priors, input_size=size)
-        out = self.loss(logits, regressors, matches, encoded, gt_vis, scale)
-        if teacher is not None and teacher.score_weight > 0:
-            out["loss_score"] = teacher.score_weight * self._score_distillation(logits, teacher.logits, matches,
-                                                                                background)
-            out["loss"] = out["loss"] + out["loss_score"]
-        return out
-
-    @staticmethod
-    def _teacher_positives(teacher: Teacher, matches: Tensor, ignore: List[Tensor], iou: Tensor,
-                           t_score: Tensor) -> Tensor:
-        """``matches`` [B, A] with the anchors where the teacher finds a labelled face made its positives (see
-        :class:`Teacher`); an anchor that fires for several faces goes to the one its box overlaps most. With
-        ``add`` the matcher's positives keep their faces; with ``replace`` the teacher's assignment wins.
-        ``iou`` [B, N, A]: the padded faces against the teacher's boxes (padding rows are all-zero boxes, IoU 0,
-        so only ignored faces need masking)."""
-        valid = torch.ones(iou.shape[:2], dtype=torch.bool, device=iou.device)  # [B, N] not ignored
-        for i, ign in enumerate(ignore):
-            valid[i, : len(ign)] = ~ign
-        fire = (iou >= teacher.positive_iou) & (t_score[:, None, :] >= teacher.min_score) & valid[..., None]
-        best, face = torch.where(fire, iou, torch.full_like(iou, -1.0)).max(1)  # [B, A]
-        taught = best >= 0
-        if teacher.positive_mode == "replace":
-            found = fire.any(-1)  # [B, N] faces the teacher finds
-            owner_found = torch.gather(found, 1, matches.clamp_min(0)) & (matches >= 0)
-            matches = torch.where(owner_found & ~taught, torch.full_like(matches, -2), matches)
-        take = taught if teacher.positive_mode == "replace" else taught & (matches < 0)
-        return torch.where(take, face, matches)
-
-    @staticmethod
-    def _score_distillation(logits: Tensor, teacher_logits: Tensor, matches: Tensor, background: Tensor) -> Tensor:
-        """Binary KL divergence from the teacher's face probability to the model's on the anchors the labels call
-        background (``background``, the matcher's negatives, also those then ignored for the teacher), summed
-        and divided by the positives like the other terms: away from labelled faces (background, and faces a
-        box set leaves unlabelled) the model keeps the starting model's scores. Near a labelled face (positives
-        and the matcher's ignore band) the labels decide: teacher scores there would keep the teacher's own
-        peaks, whose boxes then blend into the face's box."""
-        s = logits.reshape(matches.shape)
-        t = teacher_logits.detach().reshape(matches.shape).to(s.dtype).sigmoid()
-        entropy = F.binary_cross_entropy(t, t, reduction="none")  # the BCE's minimum: KL = BCE - entropy >= 0
-        kl = F.binary_cross_entropy_with_logits(s, t, reduction="none") - entropy
-        return torch.where(background, kl, torch.zeros_like(kl)).sum() / (matches >= 0).sum().clamp_min(1).to(s.dtype)
-
-    def _teacher_detections(self, teacher: Teacher, size: Size, dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
-        """The teacher's boxes [B, A, 4] and keypoints [B, A, K, 2], normalised like the targets, and scores
-        [B, A] as this detector's post-processor reports them (one scoring path for training and inference), in
-        the targets' ``dtype`` (under autocast the teacher's outputs may be half precision)."""
-        h, w = size
-        boxes, kpts, score = self.decode(teacher.regressors.detach().to(dtype), teacher.logits.detach().to(dtype),
-                                         size)
-        norm = boxes.new_tensor([w, h])
-        return boxes / norm.repeat(2), kpts / norm, score
-
-    @staticmethod
-    def _taught_face_keypoints(teacher: Teacher, kp_pad: Tensor, vis_pad: Tensor, iou: Tensor, t_kpts: Tensor,
-                               score: Tensor) -> Tuple[Tensor, Tensor]:
-        """Fill the unlabelled keypoints of faces the teacher finds with its blended keypoints (normalised), and
-        give them the weight ``teacher.weight``; returns (keypoints [B, N, K, 2], weights [B, N, K]).
-        ``iou`` [B, N, A] is the faces' IoU with the teacher's decoded boxes, ``t_kpts`` [B, A, K, 2] and
-        ``score`` [B, A] its decoded keypoints and scores."""
-        dt = iou.dtype
-        blend = torch.where((iou >= teacher.min_iou) & (score[:, None, :] >= teacher.min_score), score[:, None, :],
-                            torch.zeros_like(iou))
-        total = blend.sum(-1)  # [B, N]
-        blended = torch.einsum("bna,bakc->bnkc", blend, t_kpts) / total.clamp_min(1e-12)[..., None, None]
-        learn = (total > 0)[..., None] & ~vis_pad  # [B, N, K]
-        kp = torch.where(learn[..., None], blended, kp_pad)
-        weights = torch.where(learn, vis_pad.new_tensor(float(teacher.weight), dtype=dt), vis_pad.to(dt))
-        return kp, weights
-
-    @staticmethod
-    def _pad(boxes: List[Tensor], kpts: List[Tensor], vis: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+            vis.append(torch.ones(n, k, dtype=torch.bool, device=device) if v is None
+                       else torch.as_tensor(v, dtype=torch.bool, device=device).reshape(n, k))
         n = max([len(b) for b in boxes] + [1])
-        bsz, k = len(boxes), kpts[0].shape[1] if kpts else 0
-        ref = boxes[0]
-        b_pad = ref.new_zeros(bsz, n, 4)
-        kp_pad = ref.new_zeros(bsz, n, k, 2)
-        vis_pad = torch.zeros(bsz, n, k, dtype=torch.bool, device=ref.device)
+        padded_boxes = norm.new_zeros(len(boxes), n, 4)
+        padded_kpts = norm.new_zeros(len(boxes), n, k, 2)
+        weights = norm.new_zeros(len(boxes), n, k)
         for i, (b, kp, v) in enumerate(zip(boxes, kpts, vis)):
-            b_pad[i, : len(b)], kp_pad[i, : len(b)], vis_pad[i, : len(b)] = b, kp, v
-        return b_pad, kp_pad, vis_pad
+            padded_boxes[i, : len(b)], padded_kpts[i, : len(b)], weights[i, : len(b)] = b, kp, v
+        return FaceTargets(boxes, ignore, padded_boxes, padded_kpts, weights)
+
+    def encode_targets(self, gt: FaceTargets, matches: Tensor, size: Size) -> Tuple[Tensor, Tensor]:
+        """Each anchor's matched face, encoded by the coder ([B, A, 4+2K]; any value on unmatched anchors), and its
+        keypoint weights [B, A, K]."""
+        k = self.num_keypoints
+        idx = matches.clamp_min(0)
+        boxes = torch.gather(gt.padded_boxes, 1, idx[..., None].expand(-1, -1, 4))
+        kpts = torch.gather(gt.keypoints, 1, idx[..., None, None].expand(-1, -1, k, 2))
+        weights = torch.gather(gt.keypoint_weights, 1, idx[..., None].expand(-1, -1, k))
+        return self.coder.encode(boxes, kpts, self.coding_anchors(size), input_size=size), weights
 
     # ------------------------------------------------------------------ inference
     def decode(self, regressors: Tensor, logits: Tensor,
@@ -440,12 +356,5 @@ class BlazeFace(nn.Module):
         return results
 
 
-def __getattr__(name: str) -> Any:
-    """``build_detector`` / ``load_weights`` moved to :mod:`blazekit.models.build`; still importable from here."""
-    if name in ("build_detector", "load_weights"):
-        from . import build
-        return getattr(build, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["BlazeFace", "as_size", "check_levels"]
+__all__ = ["BlazeFace", "DEFAULT_PARTS", "DEFAULT_PREPROCESS", "FaceTargets", "InputSizeError", "Teacher",
+           "TeacherOutputs", "as_size", "check_levels"]
