@@ -131,10 +131,10 @@ def test_convert_of_export_gives_the_weights_back(name, precision, tmp_path):
     back.load_state_dict(convert.convert_tflite(path, back.cfg), strict=False)
     got = tflite_weights(back.eval(), template, "template")
     dtype = np.float16 if precision == "fp16" else np.float32
-    assert [n for n, _ in got] == [n for n, _ in want]
-    for (role, g), (_, w) in zip(got, want):
+    assert [n for _, n, _ in got] == [n for _, n, _ in want]
+    for (_, role, g), (_, _, w) in zip(got, want):
         assert np.array_equal(g.astype(dtype), w.astype(dtype)), role
-    assert any(not np.array_equal(w, w.astype(np.float16).astype(np.float32)) for _, w in want)  # fp16 rounds
+    assert any(not np.array_equal(w, w.astype(np.float16).astype(np.float32)) for _, _, w in want)  # fp16 rounds
 
 
 def _trained(det, steps=3, lr=1e-3):

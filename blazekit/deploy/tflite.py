@@ -25,6 +25,7 @@ path only needs the ``tflite`` reader that the import uses too.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,19 +133,21 @@ def _folded(pair: Any) -> Tuple[np.ndarray, np.ndarray]:
     return (conv.weight.detach().float().cpu().numpy(), bias.detach().float().cpu().numpy())
 
 
-def tflite_weights(detector: nn.Module, buf: bytes, where: str) -> List[Tuple[str, np.ndarray]]:
-    """``(name, array)`` in TFLite layout for every weight and bias tensor of the template, in pairing order
-    (weight, bias, weight, bias, ...). The pairing refuses a detector whose convs do not map 1:1 onto the
-    template's (another architecture)."""
-    out: List[Tuple[str, np.ndarray]] = []
+def tflite_weights(detector: nn.Module, buf: bytes, where: str) -> List[Tuple[int, str, np.ndarray]]:
+    """``(tensor, name, array)`` in TFLite layout for every weight and bias tensor of the template, in pairing
+    order (weight, bias, weight, bias, ...); ``tensor`` is the one storing it in ``buf``. The pairing refuses a
+    detector whose convs do not map 1:1 onto the template's (another architecture)."""
+    out: List[Tuple[int, str, np.ndarray]] = []
     for pair in pair_convs(read_tflite(buf, where), detector, where):
         w, b = _folded(pair)
-        out += [(f"{pair.key}.weight", _tflite_layout(w, pair.source.depthwise)), (f"{pair.key}.bias", b)]
+        out += [(int(pair.source.weight_tensor), f"{pair.key}.weight", _tflite_layout(w, pair.source.depthwise)),
+                (int(pair.source.bias_tensor), f"{pair.key}.bias", b)]
     return out
 
 
 def stored_tensors(detector: nn.Module, buf: bytes, where: str) -> List[int]:
-    """The tensors storing those arrays in ``buf`` (after DEQUANTIZE / DENSIFY are followed back), same order."""
+    """The tensors storing :func:`tflite_weights`' arrays in ``buf`` (after DEQUANTIZE / DENSIFY are followed back),
+    same order: for a rewritten graph, whose tensor indices moved."""
     out: List[int] = []
     for pair in pair_convs(read_tflite(buf, where), detector, where):
         out += [int(pair.source.weight_tensor), int(pair.source.bias_tensor)]
@@ -158,7 +161,6 @@ class _Flat:
     def __init__(self, buf: bytes) -> None:
         import tflite
 
-        self.buf = buf
         self.model = tflite.Model.GetRootAsModel(buf, 0)
         self.graph = self.model.Subgraphs(0)
         self.types = {v: k for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
@@ -329,28 +331,24 @@ def _restructure(buf: bytes, fp32: bool, densify: Union[bool, Set[int]]) -> byte
     return bytes(builder.Output())
 
 
-_ALIGNED: Dict[int, type] = {}
-
-
-def _AlignedBufferT(schema: Any) -> type:  # noqa: N802 - a class factory
+@functools.lru_cache(maxsize=None)
+def _AlignedBufferT(schema: Any) -> type:  # noqa: N802 - a class, made once per schema module
     """``schema.BufferT`` whose data vector is 16-byte aligned (the object API aligns it to 4 only)."""
-    if id(schema) not in _ALIGNED:
-        class AlignedBufferT(schema.BufferT):
-            def Pack(self, builder: Any) -> int:  # noqa: N802 - the schema's name
-                data = None
-                if self.data is not None:
-                    raw = np.asarray(self.data, dtype=np.uint8).tobytes()
-                    builder.StartVector(1, len(raw), 16)
-                    builder.head = builder.head - len(raw)
-                    builder.Bytes[builder.head:builder.head + len(raw)] = raw
-                    data = builder.EndVector()
-                schema.BufferStart(builder)
-                if data is not None:
-                    schema.BufferAddData(builder, data)
-                return schema.BufferEnd(builder)
+    class AlignedBufferT(schema.BufferT):
+        def Pack(self, builder: Any) -> int:  # noqa: N802 - the schema's name
+            data = None
+            if self.data is not None:
+                raw = np.asarray(self.data, dtype=np.uint8).tobytes()
+                builder.StartVector(1, len(raw), 16)
+                builder.head = builder.head - len(raw)
+                builder.Bytes[builder.head:builder.head + len(raw)] = raw
+                data = builder.EndVector()
+            schema.BufferStart(builder)
+            if data is not None:
+                schema.BufferAddData(builder, data)
+            return schema.BufferEnd(builder)
 
-        _ALIGNED[id(schema)] = AlignedBufferT
-    return _ALIGNED[id(schema)]
+    return AlignedBufferT
 
 
 # ----------------------------------------------------------------------------- export
@@ -367,9 +365,10 @@ def export_tflite(detector: nn.Module, out: PathLike, precision: str = "fp16", d
     path = Path(template["path"])
     where = path.name
     original = buf = path.read_bytes()
-    arrays = tflite_weights(detector.eval(), buf, where)
+    weights = tflite_weights(detector.eval(), buf, where)
+    tensors = [t for t, _, _ in weights]
+    arrays = [(role, array) for _, role, array in weights]
     flat = _Flat(buf)
-    tensors = stored_tensors(detector, buf, where)
     sparse_total = sum(flat.sparsity(t) is not None for t in tensors)
     to_densify: Dict[int, str] = {}
     for t, (role, array) in zip(tensors, arrays):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -60,24 +60,25 @@ class KeepSparsityHook(HookBase):
     Runs before the EMA hook, so the averaged model is sparse too.
     """
 
-    def __init__(self, min_zeros: float = 0.25) -> None:
-        self.min_zeros = min_zeros
-        self.masks: Dict[str, Any] = {}
+    def __init__(self, min_zeros: Optional[float] = None) -> None:
+        from ..checkpoint import PACK_MIN_ZEROS  # the share of zeros that makes checkpoints store a tensor sparse
+
+        self.min_zeros = PACK_MIN_ZEROS if min_zeros is None else min_zeros
+        self.masks: List[Tuple[torch.nn.Parameter, torch.Tensor]] = []
 
     def before_train(self) -> None:
         model = unwrap(self.trainer.model)
-        self.masks = {name: p != 0 for name, p in model.named_parameters()
-                      if p.dim() == 4 and p.numel() >= 64 and float((p == 0).float().mean()) >= self.min_zeros}
+        self.masks = [(p, p != 0) for p in model.parameters()
+                      if p.dim() == 4 and p.numel() >= 64 and float((p == 0).float().mean()) >= self.min_zeros]
         if self.masks and self.trainer.is_main:
             self.trainer.logger.info("keep_sparsity: %d pruned tensors keep their zeros", len(self.masks))
 
     def after_step(self, out: StepRecord) -> None:
-        if out["losses"] is None or not self.masks:
+        if out["losses"] is None:
             return
-        params = dict(unwrap(self.trainer.model).named_parameters())
         with torch.no_grad():
-            for name, mask in self.masks.items():
-                params[name].mul_(mask)
+            for param, mask in self.masks:
+                param.mul_(mask)
 
 
 class EMAHook(HookBase):
