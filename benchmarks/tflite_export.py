@@ -5,8 +5,9 @@
 
 For short range (128) and full range (192): MediaPipe's file (the shipped template), and the export of
 ``--weights`` (default: the MediaPipe weights after a few Adam steps on the bundled demo photos, every layer
-trained, pruned zeros kept as ``train.keep_sparsity`` does) as fp16 and fp32 (and, full range, fp16 with every
-sparse tensor stored dense). Each file runs in ai-edge-litert (XNNPACK, batch 1, ``--threads``) in the same
+trained, pruned zeros kept as ``train.keep_sparsity`` does) as fp16 and fp32, as fp16 after rounding the weights
+the way ``train.fp16_weights`` does (its error is against that rounded model, which such a fine-tune saves), and,
+full range, MediaPipe's file with every sparse tensor stored dense. Each file runs in ai-edge-litert (XNNPACK, batch 1, ``--threads``) in the same
 process on the same demo photos; the table gives the median latency and its ratio to MediaPipe's file, the file
 size, and the largest |LiteRT - det.raw| relative to the largest |output| per image.
 """
@@ -27,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from blazekit.deploy.fp16 import fp16_rounded  # noqa: E402
 from blazekit.deploy.tflite import export_tflite  # noqa: E402
 from blazekit.inference import load_image  # noqa: E402
 from blazekit.models.build import build_detector  # noqa: E402
@@ -36,6 +38,7 @@ from blazekit.weights import TFLITE_TEMPLATES  # noqa: E402
 MODELS = {"short range": ("configs/blazeface_front.yml", "mediapipe_short_range"),
           "full range": ("configs/blazeface_full_range.yml", "mediapipe_full_range")}
 DEMO = ROOT / "blazekit" / "data" / "demo" / "images"
+ROUNDED = "export fp16, fp16 wts"  # the weights rounded as train.fp16_weights does, error vs that model
 
 
 def photos(size: int) -> np.ndarray:
@@ -107,11 +110,14 @@ def main() -> int:
                 det = stand_in_fine_tune(det)
             size = det.input_size[0]
             x = photos(size)
+            rounded = fp16_rounded(det)  # what train.fp16_weights saves: its fp16 file is exact
             with torch.no_grad():
-                reg, logits = (t.numpy() for t in det.raw(torch.from_numpy(x)))
+                refs = {False: [t.numpy() for t in det.raw(torch.from_numpy(x))],
+                        True: [t.numpy() for t in rounded.raw(torch.from_numpy(x))]}
             files = {"MediaPipe's file": Path(TFLITE_TEMPLATES[(size, size)]["path"])}
             for label, kw in (("export fp16", {}), ("export fp32", {"precision": "fp32"})):
                 files[label] = export_tflite(det, Path(tmp) / f"{label}.tflite", **kw).path
+            files[ROUNDED] = export_tflite(rounded, Path(tmp) / "rounded.tflite", densify=True).path
             if name == "full range":
                 from blazekit.deploy import tflite
 
@@ -126,6 +132,7 @@ def main() -> int:
                 base = base or ms
                 err = "-"
                 if label.startswith("export"):
+                    reg, logits = refs[label == ROUNDED]
                     err = max(max(float(np.abs(o[k] - r[i]).max() / np.abs(r[i]).max()) for i, o in enumerate(outs))
                               for k, r in ((1, reg), (0, logits)))
                     err = f"{err:.1e}"

@@ -162,6 +162,8 @@ TRAIN: Dict[str, Opt] = {
                         "training batches (eval outputs unchanged) so train-mode BN starts from the pretrained model"),
     "keep_sparsity": Opt(boolean, False, "weights that start at zero in a pruned conv (>= 25 % zeros, MediaPipe full "
                          "range) stay zero, so the .tflite export keeps MediaPipe's sparse layout"),
+    "fp16_weights": Opt(boolean, False, "round the BN-folded weights to fp16 at every epoch end, before validation "
+                        "and the checkpoint, so they equal what the fp16 .tflite export stores"),
     "sync_bn": Opt(boolean, False, "convert BatchNorm to SyncBatchNorm under DDP"),
     "find_unused_parameters": Opt(boolean, False),
     "seed": Opt(integer(0), 0),

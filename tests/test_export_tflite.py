@@ -94,6 +94,7 @@ def test_untouched_weights_give_mediapipes_file_byte_for_byte(name, tmp_path):
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == template.read_bytes()
     assert "0 of" in r.stdout and "post-processing is MediaPipe's" in r.stdout
+    assert "note: fp16 stores these weights exactly (outputs on the 10 demo photos unchanged)" in r.stdout
 
 
 @pytest.mark.parametrize("name", ["short", "full"])
@@ -297,3 +298,74 @@ def test_keep_sparsity_fine_tune_exports_in_mediapipes_sparse_layout(tmp_path, m
     assert any(not torch.equal(now[k], start[k]) for k in pruned)
     done = export_tflite(tuned, tmp_path / "tuned.tflite")
     assert done.sparse_kept == 46 and not done.densified and done.tensors_changed > 100
+
+
+@pytest.mark.parametrize("name", ["short", "full"])
+def test_fp16_rounded_weights_export_equal_to_det_raw(name, tmp_path):
+    """``round_to_fp16_`` puts the model's BN-folded weights on the fp16 grid (BN kept, zeros kept): the fp16 file
+    then equals ``det.raw`` as the fp32 file does (1e-5), where the unrounded fine-tune was ~2e-3 to 5e-3 off."""
+    from blazekit.deploy.fp16 import fp16_deviation, fp16_note, round_to_fp16_
+
+    det = _finetuned(_detector(name))
+    x = torch.from_numpy(_photos(det.input_size[0]))
+    before = fp16_deviation(det, x)
+    assert max(before.values()) > 1e-3  # what fp16 storage would cost this fine-tune
+    assert f"by up to {before['regressors']:.1e} (boxes, keypoints) and {before['classificators']:.1e}" in fp16_note(det)
+    zeros = {k: v == 0 for k, v in det.state_dict().items() if v.dim() == 4}
+    report = round_to_fp16_(det)
+    assert report.overflow == [] and report.moved > 10_000
+    assert report.tensors == 2 * len([m for m in det.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert all(bool(det.state_dict()[k][z].eq(0).all()) for k, z in zeros.items())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in det.modules()) > 0  # BN kept: training can go on
+    assert max(fp16_deviation(det, x).values()) < 1e-6  # rounding again changes nothing
+    assert fp16_note(det).startswith("note: fp16 stores these weights exactly")
+    done = export_tflite(det, tmp_path / "m.tflite")
+    assert done.densified == []  # the pruned zeros stayed zero: full range keeps its sparse layout
+    with torch.no_grad():
+        ref = [t.numpy() for t in det.raw(x)]
+    got = _litert(tmp_path / "m.tflite", x.numpy())
+    for g, r in zip(got, ref):
+        for gi, ri in zip(g, r):
+            assert np.abs(gi - ri).max() <= 1e-5 * np.abs(ri).max()
+
+
+def test_fp16_rounding_refuses_overflow_and_changes_nothing():
+    from blazekit.deploy.fp16 import round_to_fp16_
+
+    det = _detector("short")
+    det.head.cls_convs[0].weight.data[0, 0, 0, 0] = 1e5
+    before = {k: v.clone() for k, v in det.state_dict().items()}
+    report = round_to_fp16_(det)
+    assert report.overflow == ["head.cls_convs.0.weight (|value| up to 1e+05)"] and report.tensors == 0
+    assert all(torch.equal(before[k], v) for k, v in det.state_dict().items())
+
+
+def test_fp16_weights_fine_tune_validates_and_saves_the_fp16_model(tmp_path, monkeypatch):
+    """``train.fp16_weights``: the saved (EMA) weights are on the fp16 grid, so the fp16 export of ``last.pt``
+    computes what ``last.pt`` computes (and its validation numbers are the file's); the weights did train."""
+    import yaml
+
+    from blazekit.deploy.fp16 import fp16_deviation
+    from blazekit.engine.trainer import Trainer
+
+    monkeypatch.chdir(REPO)  # the demo set's paths are relative to the checkout
+    cfg = {"_base_": [str(FRONT), str(REPO / "configs/_base_/datasets/demo.yml"),
+                      str(REPO / "configs/_base_/schedules/finetune_adamw.yml")],
+           "model": {"init": "mediapipe_short_range"},
+           "train": {"epochs": 2, "fp16_weights": True, "val_interval": 0, "val_metric": "coco/AP", "val_vis": 0,
+                     "progress_bar": False, "tensorboard": False, "norm_eval": False,
+                     "optimizer": {"_replace_": True, "type": "AdamW", "lr": 1e-3}}}
+    path = tmp_path / "short.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    Trainer(str(path), work_dir=tmp_path / "run", seed=0).fit()
+    assert "fp16_weights: 74 tensors rounded to fp16" in (tmp_path / "run" / "train.log").read_text()
+    tuned = blazekit.build_detector(FRONT, weights=str(tmp_path / "run" / "last.pt")).eval()
+    start = blazekit.build_detector(FRONT, weights="mediapipe_short_range").eval()
+    x = torch.from_numpy(_photos(128))
+    assert max(fp16_deviation(tuned, x).values()) < 1e-6
+    assert not torch.allclose(tuned.raw(x)[1], start.raw(x)[1], atol=1e-3)  # it trained
+    export_tflite(tuned, tmp_path / "tuned.tflite")
+    with torch.no_grad():
+        ref = [t.numpy() for t in tuned.raw(x)]
+    for g, r in zip(_litert(tmp_path / "tuned.tflite", x.numpy()), ref):
+        assert np.abs(g - r).max() <= 1e-5 * np.abs(r).max()

@@ -97,6 +97,10 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         dense = f", {len(done.densified)} sparse tensors stored dense" if done.densified else ""
         print(f"wrote {done.path} ({done.size / 1e6:.3f} MB, {done.precision}; {done.tensors_changed} of "
               f"{done.tensors_written} weight tensors differ from {done.template.name}{sparse}{dense})")
+        if done.precision == "fp16":
+            from ..deploy.fp16 import fp16_note
+
+            print(fp16_note(detector))
         print(mediapipe_postprocess_note(detector))
         return 0
     from ..deploy.export import export_onnx

@@ -103,6 +103,30 @@ def _outputs(model: nn.Module, run: Any) -> List[Tensor]:
     return [o for o in out if isinstance(o, Tensor)] if isinstance(out, (list, tuple)) else []
 
 
+def _find_pairs(model: nn.Module, run: Any) -> List[Tuple[str, str]]:
+    """Structural pairs first, then the traced ones that add a conv and a BN not seen yet."""
+    pairs = _sequential_pairs(model)
+    seen_bn = {b for _, b in pairs}
+    seen_conv = {c for c, _ in pairs}
+    for c, b in _traced_pairs(model, run):
+        if b not in seen_bn and c not in seen_conv:
+            pairs.append((c, b))
+            seen_bn.add(b)
+            seen_conv.add(c)
+    return pairs
+
+
+def conv_bn_pairs(model: nn.Module, example_input: Optional[Tensor] = None) -> List[Tuple[str, str]]:
+    """``(conv, bn)`` module names of every BatchNorm that directly follows a conv, as :func:`fuse_bn` folds them
+    (one eval-mode forward on ``example_input``, default a random image of ``model.input_size``; the mode is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _find_pairs(model, _default_run(model, example_input))
+    finally:
+        model.train(was_training)
+
+
 def fuse_bn(model: nn.Module, example_input: Optional[Tensor] = None, inplace: bool = False,
             verify: bool = True) -> nn.Module:
     """Fold every ``BatchNorm2d`` that directly follows a ``Conv2d`` into it; returns an eval-mode model.
@@ -117,14 +141,7 @@ def fuse_bn(model: nn.Module, example_input: Optional[Tensor] = None, inplace: b
     target = model if inplace else copy.deepcopy(model)
     target.eval()
     run = _default_run(target, example_input)
-    pairs = _sequential_pairs(target)
-    seen_bn = {b for _, b in pairs}
-    seen_conv = {c for c, _ in pairs}
-    for c, b in _traced_pairs(target, run):
-        if b not in seen_bn and c not in seen_conv:
-            pairs.append((c, b))
-            seen_bn.add(b)
-            seen_conv.add(c)
+    pairs = _find_pairs(target, run)
     if not pairs:
         return target
     if verify:
@@ -166,4 +183,4 @@ def count_batchnorm(model: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-__all__ = ["count_batchnorm", "fold_conv_bn", "fuse_bn"]
+__all__ = ["conv_bn_pairs", "count_batchnorm", "fold_conv_bn", "fuse_bn"]

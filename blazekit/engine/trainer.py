@@ -35,8 +35,8 @@ from ..data.sampler import EpochSampler
 from . import distributed as dist_utils
 from .ema import ModelEMA, unwrap
 from .evaluator import eval_datasets
-from .hooks import (EMAHook, EvalHook, HookBase, KeepSparsityHook, LoggingHook, PeriodicCheckpointHook, StepRecord,
-                    saved_hook_states)
+from .hooks import (EMAHook, EvalHook, Fp16WeightsHook, HookBase, KeepSparsityHook, LoggingHook,
+                    PeriodicCheckpointHook, StepRecord, saved_hook_states)
 from .logger import RunLogger, fmt_metrics, scalar_floats
 from .optim import build_lr_scheduler, build_optimizer
 from .distill import build_teacher
@@ -176,6 +176,8 @@ class Trainer:
                                  PeriodicCheckpointHook(t["checkpoint_interval"]), self.eval_hook]
         if t["keep_sparsity"]:
             hooks.insert(0, KeepSparsityHook())
+        if t["fp16_weights"]:  # before the eval hook: what is validated and saved is the rounded model
+            hooks.insert(hooks.index(self.eval_hook), Fp16WeightsHook())
         for h in hooks:
             h.trainer = self
         return hooks
