@@ -10,7 +10,8 @@ import pytest
 
 from blazekit.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 PKG = REPO / "blazekit"
 
 #: the bottom layer and the only blazekit modules each may import
