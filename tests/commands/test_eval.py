@@ -16,16 +16,6 @@ def _config(tmp_path, shared_root):
     return cfg
 
 
-def test_expand_env_defaults_and_errors(monkeypatch):
-    from blazekit.config import ConfigError, expand_env
-
-    monkeypatch.setenv("BLAZEKIT_SHARED", "/data/shared")
-    assert expand_env({"a": ["${BLAZEKIT_SHARED}/x", 3]}) == {"a": ["/data/shared/x", 3]}
-    assert expand_env("${NOPE_NOT_SET:-/fallback}/y") == "/fallback/y"
-    with pytest.raises(ConfigError, match="NOPE_NOT_SET"):
-        expand_env("${NOPE_NOT_SET}/y")
-
-
 def test_eval_tool_on_widerface_mini_subset(shared, tmp_path, monkeypatch):
     root = shared("data", "widerface_mini")
     monkeypatch.setenv("BLAZEKIT_SHARED", str(root.parent.parent))

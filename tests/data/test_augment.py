@@ -1,26 +1,24 @@
 """Issue #10 "better boxes from the same data": zoom-out, data-anchor-sampling, mosaic, multi-scale batches,
-focal loss and the ATSS matcher.
+and the detector trained on them with focal loss and the ATSS matcher (whose own tests are beside the loss's and
+the matcher's, in tests/models/).
 
 Geometry is checked against known structure: every face is a filled rectangle of its own colour and its 6
 keypoints sit at fixed fractions of its box, so after any transform an unclipped face must still have its
 colour under its box centre and its keypoints at the same fractions of the moved box (within 1 px).
 """
-import math
-
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset
 
-from blazekit.anchors import SSDAnchorGenerator
 from blazekit.data import build_dataset, collate
 from blazekit.data.mosaic import Mosaic
 from blazekit.data.multiscale import MultiScaleCollate, build_collate
 from blazekit.data.transforms import (Compose, DataAnchorSampling, Expand, HorizontalFlip, Letterbox, Normalize,
                                       build_transforms, place_sample)
-from blazekit.losses import FocalMultiBoxLoss, MultiBoxLoss
-from blazekit.matcher import IGNORED, ATSSMatcher, IoUMatcher
-from blazekit.registry import DATASETS, LOSSES, MATCHERS
+from blazekit.losses import FocalMultiBoxLoss
+from blazekit.matcher import ATSSMatcher
+from blazekit.registry import DATASETS
 
 #: where each keypoint sits inside its box (fractions of width, height); left/right pairs mirror each other
 REL = np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.55], [0.5, 0.75], [0.1, 0.5], [0.9, 0.5]], np.float32)
@@ -355,74 +353,7 @@ def test_multi_scale_batches_train_the_detector():
         assert torch.isfinite(losses["loss"]) and losses["num_pos"] > 0
 
 
-# ----------------------------------------------------------------------------------------- focal loss
-def test_focal_loss_equals_hand_computed_value():
-    logits = torch.tensor([[2.0, -1.0, 0.5, 0.0]])
-    matches = torch.tensor([[0, -1, IGNORED, -1]])  # one positive, two negatives, one ignored
-    regs = torch.zeros(1, 4, 4)
-    loss = FocalMultiBoxLoss(alpha=0.25, gamma=2.0)(logits, regs, matches, torch.zeros(1, 4, 4))
-
-    def sig(x):
-        return 1 / (1 + math.exp(-x))
-
-    p = sig(2.0)
-    want = 0.25 * (1 - p) ** 2 * -math.log(p)  # positive
-    for x in (-1.0, 0.0):  # negatives: -(1 - alpha) p^gamma log(1 - p)
-        want += 0.75 * sig(x) ** 2 * -math.log(1 - sig(x))
-    assert loss["loss_cls"].item() == pytest.approx(want, rel=1e-6)
-    assert loss["loss"].item() == pytest.approx(want, rel=1e-6)  # zero box error
-    # gamma 0, alpha -1: plain BCE over every non-ignored anchor (no hard-negative selection)
-    bce = FocalMultiBoxLoss(alpha=-1, gamma=0.0)(logits, regs, matches, torch.zeros(1, 4, 4))["loss_cls"]
-    assert bce.item() == pytest.approx(-math.log(p) - math.log(1 - sig(-1.0)) - math.log(0.5), rel=1e-6)
-
-
-def test_focal_loss_is_registered_and_keeps_box_terms():
-    assert LOSSES.get("FocalMultiBoxLoss") is FocalMultiBoxLoss
-    torch.manual_seed(0)
-    logits, regs, tgt = torch.randn(2, 50, 1), torch.randn(2, 50, 16), torch.randn(2, 50, 16)
-    matches = torch.randint(-2, 3, (2, 50))
-    focal = FocalMultiBoxLoss()(logits, regs, matches, tgt)
-    plain = MultiBoxLoss()(logits, regs, matches, tgt)
-    assert torch.allclose(focal["loss_box"], plain["loss_box"]) and torch.allclose(focal["loss_kpt"], plain["loss_kpt"])
-    with pytest.raises(ValueError, match="gamma"):
-        FocalMultiBoxLoss(gamma=-1)
-
-
-# ----------------------------------------------------------------------------------------- ATSS matcher
-def front_priors():
-    g = SSDAnchorGenerator(strides=[8, 16, 16, 16], min_scale=0.1484375, max_scale=0.75, aspect_ratios=[1.0],
-                           interpolated_scale_aspect_ratio=1.0, fixed_anchor_size=True)
-    return g.priors((128, 128))
-
-
-def test_atss_gives_a_small_face_positives_that_iou_matching_misses():
-    priors = front_priors()
-    face = torch.tensor([[59.0, 59.0, 69.0, 69.0]]) / 128  # 10 px: IoU <= 0.28 with the smallest (19 px) prior
-    assert (IoUMatcher(force_best=False)(priors, [face]) >= 0).sum() == 0
-    assert (IoUMatcher()(priors, [face]) >= 0).sum() == 1  # only the forced best anchor
-    m = ATSSMatcher()(priors, [face])
-    pos = (m[0] >= 0).nonzero().squeeze(1)
-    assert len(pos) >= 4
-    c = priors[pos, :2] * 128
-    assert ((c > 59) & (c < 69)).all()  # every positive's centre lies inside the face
-
-
-def test_atss_ignores_resolves_overlaps_and_handles_empty_images():
-    priors = front_priors()
-    faces = torch.tensor([[40.0, 40.0, 80.0, 80.0], [44.0, 44.0, 84.0, 84.0], [0.0, 0.0, 30.0, 30.0]]) / 128
-    m = ATSSMatcher()(priors, [faces, torch.zeros(0, 4)], [torch.tensor([False, False, True]), None])
-    assert m.shape == (2, 896) and (m[1] == -1).all()
-    assert set(m[0][m[0] >= 0].tolist()) == {0, 1}  # the ignored face is never a positive
-    from blazekit.boxes import box_iou, cxcywh_to_xyxy
-    iou = box_iou(faces, cxcywh_to_xyxy(priors))
-    for a in (m[0] >= 0).nonzero().squeeze(1):  # an anchor claimed by both goes to the higher IoU
-        assert iou[m[0, a], a] >= iou[:2, a].max() - 1e-6
-    assert ((iou[2] >= 0.35) & (m[0] == -1)).sum() == 0 and (m[0] == IGNORED).any()
-    softer = ATSSMatcher(neg_iou=0.2)(priors, [faces])
-    assert (softer == IGNORED).sum() > (m[0] == IGNORED).sum()
-    assert MATCHERS.get("ATSSMatcher") is ATSSMatcher
-
-
+# ----------------------------------------------------------------------------------------- focal loss and ATSS matcher
 def test_atss_and_focal_train_the_detector_from_config():
     from blazekit import config
     from blazekit.models.build import build_detector

@@ -1,8 +1,13 @@
-"""MultiBox loss: hard-negative mining counts, keypoint visibility mask, empty images, ignored anchors, weights."""
+"""MultiBox loss: hard-negative mining counts, keypoint visibility mask, empty images, ignored anchors, weights;
+focal loss."""
+import math
+
+import pytest
 import torch
 import torch.nn.functional as F
 
-from blazekit.losses import MultiBoxLoss, hard_negative_mask
+from blazekit.losses import FocalMultiBoxLoss, MultiBoxLoss, hard_negative_mask
+from blazekit.matcher import IGNORED
 from blazekit.registry import LOSSES
 
 A, C = 40, 16
@@ -94,3 +99,36 @@ def test_weights_and_total():
     assert out["loss_kpt"].item() == 0.0
     assert torch.allclose(out["loss"], out["loss_cls"] + out["loss_box"] + out["loss_kpt"])
     assert set(out) == {"loss", "loss_cls", "loss_box", "loss_kpt", "num_pos"}
+
+
+# ----------------------------------------------------------------------------------------- focal loss
+def test_focal_loss_equals_hand_computed_value():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 0.0]])
+    matches = torch.tensor([[0, -1, IGNORED, -1]])  # one positive, two negatives, one ignored
+    regs = torch.zeros(1, 4, 4)
+    loss = FocalMultiBoxLoss(alpha=0.25, gamma=2.0)(logits, regs, matches, torch.zeros(1, 4, 4))
+
+    def sig(x):
+        return 1 / (1 + math.exp(-x))
+
+    p = sig(2.0)
+    want = 0.25 * (1 - p) ** 2 * -math.log(p)  # positive
+    for x in (-1.0, 0.0):  # negatives: -(1 - alpha) p^gamma log(1 - p)
+        want += 0.75 * sig(x) ** 2 * -math.log(1 - sig(x))
+    assert loss["loss_cls"].item() == pytest.approx(want, rel=1e-6)
+    assert loss["loss"].item() == pytest.approx(want, rel=1e-6)  # zero box error
+    # gamma 0, alpha -1: plain BCE over every non-ignored anchor (no hard-negative selection)
+    bce = FocalMultiBoxLoss(alpha=-1, gamma=0.0)(logits, regs, matches, torch.zeros(1, 4, 4))["loss_cls"]
+    assert bce.item() == pytest.approx(-math.log(p) - math.log(1 - sig(-1.0)) - math.log(0.5), rel=1e-6)
+
+
+def test_focal_loss_is_registered_and_keeps_box_terms():
+    assert LOSSES.get("FocalMultiBoxLoss") is FocalMultiBoxLoss
+    torch.manual_seed(0)
+    logits, regs, tgt = torch.randn(2, 50, 1), torch.randn(2, 50, 16), torch.randn(2, 50, 16)
+    matches = torch.randint(-2, 3, (2, 50))
+    focal = FocalMultiBoxLoss()(logits, regs, matches, tgt)
+    plain = MultiBoxLoss()(logits, regs, matches, tgt)
+    assert torch.allclose(focal["loss_box"], plain["loss_box"]) and torch.allclose(focal["loss_kpt"], plain["loss_kpt"])
+    with pytest.raises(ValueError, match="gamma"):
+        FocalMultiBoxLoss(gamma=-1)

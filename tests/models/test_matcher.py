@@ -1,9 +1,11 @@
-"""IoU matcher on hand-made boxes: thresholds, forced best anchors, conflicts, ignored faces, empty images."""
+"""IoU matcher on hand-made boxes: thresholds, forced best anchors, conflicts, ignored faces, empty images;
+the ATSS matcher on the front model's anchors."""
 import pytest
 import torch
 
+from blazekit.anchors import SSDAnchorGenerator
 from blazekit.boxes import batched_box_iou
-from blazekit.matcher import IGNORED, NEGATIVE, IoUMatcher
+from blazekit.matcher import IGNORED, NEGATIVE, ATSSMatcher, IoUMatcher
 from blazekit.registry import MATCHERS
 
 # four quadrant priors (cx, cy, w, h) and one small centre prior
@@ -79,3 +81,38 @@ def test_config_and_validation():
     assert (m.pos_iou, m.neg_iou, m.force_best) == (0.5, 0.4, True)
     with pytest.raises(ValueError, match="neg_iou"):
         IoUMatcher(pos_iou=0.3, neg_iou=0.5)
+
+
+# ----------------------------------------------------------------------------------------- ATSS matcher
+def front_priors():
+    g = SSDAnchorGenerator(strides=[8, 16, 16, 16], min_scale=0.1484375, max_scale=0.75, aspect_ratios=[1.0],
+                           interpolated_scale_aspect_ratio=1.0, fixed_anchor_size=True)
+    return g.priors((128, 128))
+
+
+def test_atss_gives_a_small_face_positives_that_iou_matching_misses():
+    priors = front_priors()
+    face = torch.tensor([[59.0, 59.0, 69.0, 69.0]]) / 128  # 10 px: IoU <= 0.28 with the smallest (19 px) prior
+    assert (IoUMatcher(force_best=False)(priors, [face]) >= 0).sum() == 0
+    assert (IoUMatcher()(priors, [face]) >= 0).sum() == 1  # only the forced best anchor
+    m = ATSSMatcher()(priors, [face])
+    pos = (m[0] >= 0).nonzero().squeeze(1)
+    assert len(pos) >= 4
+    c = priors[pos, :2] * 128
+    assert ((c > 59) & (c < 69)).all()  # every positive's centre lies inside the face
+
+
+def test_atss_ignores_resolves_overlaps_and_handles_empty_images():
+    priors = front_priors()
+    faces = torch.tensor([[40.0, 40.0, 80.0, 80.0], [44.0, 44.0, 84.0, 84.0], [0.0, 0.0, 30.0, 30.0]]) / 128
+    m = ATSSMatcher()(priors, [faces, torch.zeros(0, 4)], [torch.tensor([False, False, True]), None])
+    assert m.shape == (2, 896) and (m[1] == -1).all()
+    assert set(m[0][m[0] >= 0].tolist()) == {0, 1}  # the ignored face is never a positive
+    from blazekit.boxes import box_iou, cxcywh_to_xyxy
+    iou = box_iou(faces, cxcywh_to_xyxy(priors))
+    for a in (m[0] >= 0).nonzero().squeeze(1):  # an anchor claimed by both goes to the higher IoU
+        assert iou[m[0, a], a] >= iou[:2, a].max() - 1e-6
+    assert ((iou[2] >= 0.35) & (m[0] == -1)).sum() == 0 and (m[0] == IGNORED).any()
+    softer = ATSSMatcher(neg_iou=0.2)(priors, [faces])
+    assert (softer == IGNORED).sum() > (m[0] == IGNORED).sum()
+    assert MATCHERS.get("ATSSMatcher") is ATSSMatcher

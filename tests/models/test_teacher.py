@@ -1,10 +1,13 @@
-"""Keypoint self-distillation: faces without keypoint labels learn the frozen starting model's keypoints."""
+"""Keypoint self-distillation, the teacher's side: the targets a frozen starting model gives faces without keypoint
+labels, its positives, ignored faces and score targets (a short training run: tests/engine/test_distill.py)."""
 import numpy as np
 import torch
 
 from blazekit import build_detector
 from blazekit.boxes import box_iou
 from blazekit.models.teacher import TeacherOutputs as Teacher, taught_face_keypoints, teacher_detections
+
+from tests.conftest import REPO
 
 
 def _targets(with_keypoints: bool):
@@ -47,8 +50,6 @@ def test_anchor_targets_copy_the_teacher_only_where_keypoints_are_unlabelled():
 
 def _demo_face():
     """Raw MediaPipe outputs on the first demo photo letterboxed to 128, and the face MediaPipe reports there."""
-    from tests.engine.train_support import REPO
-
     from blazekit.inference import load_image
     from blazekit.preprocess import letterbox, normalize
 
@@ -191,45 +192,3 @@ def test_teacher_positives_make_the_anchors_the_teacher_fires_on_positives():
     ignored = [{**targets[0], "ignore": np.array([True, False])}]
     none, _ = _loss_matches(det, reg, logits, ignored, Teacher(reg, logits, positive_iou=0.5))
     assert not bool((none[fired] == 0).any())
-
-
-def _raw_keypoint_drift(model, teacher, images) -> float:
-    """Mean |keypoint output - starting model's| (input px) over the anchors the starting model calls a face."""
-    model.eval()
-    with torch.no_grad():
-        reg, _ = model.raw(images)
-        ref, logits = teacher.raw(images)
-    confident = logits[..., 0].sigmoid() > 0.5
-    return float((reg[..., 4:] - ref[..., 4:]).abs()[confident].mean())
-
-
-def test_short_box_only_run_keeps_keypoints_with_distillation_and_drifts_without(tmp_path):
-    """Fine-tune on the demo photos with their keypoint labels removed: with train.distill the keypoint outputs
-    stay close to MediaPipe's, without it they drift (the regression this feature exists for)."""
-    import json
-
-    from tests.engine.train_support import REPO
-
-    from blazekit.data import build_dataset, build_transforms
-    from blazekit.engine.trainer import Trainer
-
-    ann = json.loads((REPO / "blazekit/data/demo/annotations.json").read_text())
-    for a in ann["annotations"]:
-        a.pop("keypoints", None)
-        a.pop("num_keypoints", None)
-    box_only = tmp_path / "box_only.json"
-    box_only.write_text(json.dumps(ann))
-    teacher = build_detector(str(REPO / "configs/blazeface_front.yml"), weights="mediapipe_short_range")
-    val = build_dataset({"type": "CocoFaces", "ann_file": str(REPO / "blazekit/data/demo/annotations.json")},
-                        transforms=build_transforms([{"type": "Letterbox"}, {"type": "Normalize"}]))
-    images = torch.stack([torch.as_tensor(val[i]["image"]) for i in range(len(val))])
-    drift = {}
-    for distill in ("null", "{weight: 10}"):
-        tr = Trainer(str(REPO / "configs/quickstart.yml"), work_dir=tmp_path / f"run_{len(drift)}", overrides=[
-            f"data.train.dataset.ann_file={box_only}", f"+data.train.dataset.image_root={REPO}/blazekit/data/demo",
-            "train.freeze=[]", "train.epochs=6", "train.val_interval=0", "train.val_before_train=false",
-            "train.ema=null", "train.progress_bar=false", "train.val_vis=0", "train.clip_grad_norm=10",
-            f"train.distill={distill}"])
-        tr.fit()
-        drift[distill] = _raw_keypoint_drift(tr.model, teacher, images)
-    assert drift["{weight: 10}"] < 0.6 * drift["null"], drift
