@@ -1,11 +1,12 @@
 """Issue #11's bad inputs as a user meets them: through the tools, each ends with exit code 2, one ``error:`` line
 naming the file or key, no traceback, and nothing written that should not be.
 
-Only the cases no other test runs end to end are here; the rest live beside their code: crafted pickles through
-every tool (test_checkpoint_safety), bad option values and ``trian:`` (test_options), the poisoned-step
-divergence, strict ``model.init`` and ``--resume`` with a changed config (test_train_robustness), truncated
-JPEGs and boxes outside the image (test_data_bad_samples), the README dataset from the user's folder
-(test_user_module), pickles through convert (test_convert), WIDER's equal scores (test_eval_wider).
+Only the cases no other test runs end to end are here; the rest live beside their code (paths under tests/):
+crafted pickles through every tool (test_checkpoint_safety), bad option values and ``trian:`` (test_options), the
+poisoned-step divergence, strict ``model.init`` and ``--resume`` with a changed config (engine/test_robustness),
+truncated JPEGs and boxes outside the image (data/test_bad_samples), the README dataset from the user's folder
+(commands/test_user_module), pickles through convert (convert/test_convert), WIDER's equal scores
+(evaluation/test_wider).
 README "What happens when ..." lists them all.
 """
 import json

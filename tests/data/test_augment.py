@@ -93,7 +93,7 @@ def seeded(t, seed):
 
 def test_structure_check_catches_moved_keypoints_and_flip_keeps_it():
     """The check itself: it fails on a keypoint moved by 2 px; a horizontal flip (which swaps left/right
-    identities, see test_data_transforms) keeps every keypoint at its fraction of the mirrored box."""
+    identities, see test_transforms) keeps every keypoint at its fraction of the mirrored box."""
     s = make_sample(0)
     check_faces(s, min_checked=2)
     bad = dict(s, keypoints=s["keypoints"].copy())

@@ -3,7 +3,7 @@
 Opt-in (marker ``mediapipe``): skipped unless the ``mediapipe`` package is installed (it is in no extra and not in
 CI; see benchmarks/mediapipe_parity.py for the venv). Runs that script on the bundled demo photos with
 MediaPipe's own .tflite files (../shared/weights/mediapipe), and checks that the stored Tasks detections
-tests/test_mediapipe_preprocess.py uses are still what this mediapipe gives.
+tests/models/test_mediapipe_preprocess.py uses are still what this mediapipe gives.
 """
 import importlib.util
 import json
@@ -21,7 +21,7 @@ MODELS = [("face_detection_short_range.tflite", "configs/blazeface_front.yml", "
 
 def _demo_with_crops(folder):
     """The demo photos (copied) plus the two crops the fixtures hold, as lossless PNGs (see
-    tests/test_mediapipe_preprocess.py)."""
+    tests/models/test_mediapipe_preprocess.py)."""
     import shutil
 
     import cv2
