@@ -14,6 +14,7 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
 SHARED = Path(os.environ.get("BLAZEKIT_SHARED", REPO.parent / "shared")).resolve()
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from test_train_support import REPO, tiny_cfg
+from tests.engine.train_support import REPO, tiny_cfg
 
 from blazekit.checkpoint import (CheckpointError, copy_checkpoint, load_checkpoint, remove_partial_writes,
                                  save_checkpoint)
@@ -34,7 +34,7 @@ def _malicious(tmp_path):
 
 def _env():
     env = dict(os.environ, OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     return env
 
 

@@ -196,3 +196,13 @@ def test_shipped_configs_find_the_demo_set_from_any_folder(tmp_path, monkeypatch
     cfg = C.load("quickstart")
     check_dataset_paths(cfg, splits=("train", "val"))  # raised DatasetNotFoundError outside the checkout
     assert C.expand_env(cfg["data"]["val"]["dataset"])["ann_file"] == str(DEMO_ROOT / "annotations.json")
+
+
+def test_expand_env_defaults_and_errors(monkeypatch):
+    from blazekit.config import ConfigError, expand_env
+
+    monkeypatch.setenv("BLAZEKIT_SHARED", "/data/shared")
+    assert expand_env({"a": ["${BLAZEKIT_SHARED}/x", 3]}) == {"a": ["/data/shared/x", 3]}
+    assert expand_env("${NOPE_NOT_SET:-/fallback}/y") == "/fallback/y"
+    with pytest.raises(ConfigError, match="NOPE_NOT_SET"):
+        expand_env("${NOPE_NOT_SET}/y")

@@ -1,5 +1,6 @@
 """The package's import graph: the bottom layer (errors, registry, options, config) imports no concrete part, and no
-two modules import each other, directly or around a circle (any import counts, also inside functions)."""
+two modules import each other, directly or around a circle (any import counts, also inside functions). And tests/
+mirrors the package: tests/<x>/ tests blazekit.<x>, only the package-wide tests sit at the top."""
 from __future__ import annotations
 
 import ast
@@ -10,7 +11,8 @@ import pytest
 
 from blazekit.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 PKG = REPO / "blazekit"
 
 #: the bottom layer and the only blazekit modules each may import
@@ -19,6 +21,8 @@ BOTTOM = {"blazekit.errors": set(), "blazekit.registry": {"blazekit.errors"},
           "blazekit.config": {"blazekit.errors", "blazekit.registry", "blazekit.options"}}
 #: circles still to remove, by the issue #20 item that removes them (item 4: the build_detector shim in detector.py)
 KNOWN_CIRCLES: List[Set[str]] = []  # none since issue #20 item 4
+#: the tests of the package as a whole: the only test files at the top of tests/
+PACKAGE_WIDE = {"test_layers.py", "test_registry.py", "test_config.py", "test_options.py", "test_checkpoint_safety.py"}
 
 
 def _module_name(path: Path) -> str:
@@ -119,3 +123,45 @@ def test_every_error_class_of_the_package_is_a_user_error():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef) and node.name.endswith("Error") and node.name != "UserError":
                 assert node.name in listed, f"{path.relative_to(REPO)}: {node.name} is not checked to be a UserError"
+
+
+def layout_problems(tests: Path, package: Path, top: Set[str]) -> List[str]:
+    """Where ``tests`` does not mirror ``package``: a folder other than fixtures/ that names no subpackage or module
+    (a module may grow into a package and keep its folder), a folder without ``__init__.py`` (the folders are
+    packages, so two may hold files of the same name), a test file deeper than one folder or at the top and not in
+    ``top``, and an entry of ``top`` that is gone."""
+    problems = [f"{f} is listed as package-wide but is not in {tests.name}/" for f in sorted(top)
+                if not (tests / f).is_file()]
+    for folder in sorted(p for p in tests.iterdir() if p.is_dir() and p.name[0] not in "._" and p.name != "fixtures"):
+        if not ((package / folder.name / "__init__.py").is_file() or (package / f"{folder.name}.py").is_file()):
+            problems.append(f"{tests.name}/{folder.name}/ names no part of {package.name}")
+        if not (folder / "__init__.py").is_file():
+            problems.append(f"{tests.name}/{folder.name}/ has no __init__.py")
+    for path in sorted(tests.rglob("test_*.py")):
+        parts = path.relative_to(tests).parts
+        if parts[0] != "fixtures" and (len(parts) > 2 or (len(parts) == 1 and parts[0] not in top)):
+            problems.append(f"{tests.name}/{'/'.join(parts)} is not in a folder named after what it tests")
+    return problems
+
+
+def test_tests_mirror_the_package_layout():
+    """A test is found beside the code it tests, not by the order the work was done in (issue #20 item 5)."""
+    assert layout_problems(REPO / "tests", PKG, PACKAGE_WIDE) == []
+
+
+def test_layout_check_finds_drift(tmp_path):
+    pkg, tests = tmp_path / "pkg", tmp_path / "tests"
+    for f in ("pkg/__init__.py", "pkg/data/__init__.py", "pkg/convert.py", "tests/test_config.py",
+              "tests/data/__init__.py", "tests/data/test_loader.py", "tests/convert/__init__.py",
+              "tests/fixtures/test_made_up.py"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).touch()
+    assert layout_problems(tests, pkg, {"test_config.py"}) == []
+    for f in ("tests/test_train_thing.py", "tests/engine/test_trainer.py", "tests/data/deeper/test_x.py"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).touch()
+    assert layout_problems(tests, pkg, {"test_config.py", "test_gone.py"}) == [
+        "test_gone.py is listed as package-wide but is not in tests/",
+        "tests/engine/ names no part of pkg", "tests/engine/ has no __init__.py",
+        "tests/data/deeper/test_x.py is not in a folder named after what it tests",
+        "tests/test_train_thing.py is not in a folder named after what it tests"]

@@ -1,14 +1,14 @@
 """The one option schema: every bad value is one ConfigError naming the key, what was given and what is expected."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from blazekit import config as C
 from blazekit import options
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 QUICKSTART = REPO / "configs" / "quickstart.yml"
 
 
