@@ -11,7 +11,7 @@ is done in numpy:
 - :class:`FastDetector` puts it and :class:`~blazekit.deploy.runtime.LeanPreprocessor` around onnxruntime on
   the raw ONNX export (or any callable).
 
-Results equal ``detector.predict`` to float32 rounding (tests/test_export.py).
+Results equal ``detector.predict`` to float32 rounding (tests/deploy/test_export.py).
 """
 from __future__ import annotations
 
