@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
-from .registry import DETECTORS
+from ..errors import UserError
+from ..registry import DETECTORS
 
 PathLike = Union[str, os.PathLike]
 
 #: shipped model configs, picked by :func:`default_model_cfg`
-_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "_base_" / "models"
+_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "_base_" / "models"
 
 
 class ConversionError(UserError, ValueError):
@@ -376,7 +376,7 @@ def build_target(model_cfg: Mapping[str, Any]) -> nn.Module:
 
 def _units(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     """Conv+BN units of the backbone, then the neck, in registration (= source graph) order."""
-    from .models.blocks import ConvBN
+    from ..models.blocks import ConvBN
 
     out = []
     for part in ("backbone", "neck"):
@@ -400,7 +400,7 @@ def _source_pads(conv: SourceConv, kernel: int) -> Optional[Tuple[int, int, int,
     if conv.padding is None or conv.stride is None:
         return None
     if conv.padding == "SAME":
-        from .models.blocks import tf_same_padding
+        from ..models.blocks import tf_same_padding
 
         return tf_same_padding(kernel, conv.stride)
     return conv.pads or (0, 0, 0, 0)
@@ -551,7 +551,7 @@ def guess_variant(path: PathLike) -> str:
 
 def default_model_cfg(variant: str) -> Dict[str, Any]:
     """The ``model`` section of ``configs/_base_/models/blazeface_{variant}.yml``."""
-    from . import config
+    from .. import config
 
     path = _CONFIG_DIR / f"blazeface_{variant}.yml"
     if not path.is_file():
@@ -581,7 +581,7 @@ def convert_checkpoint(src: PathLike, model_cfg: Optional[Mapping[str, Any]] = N
 def save_converted(src: PathLike, out: PathLike, model_cfg: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Convert ``src`` and ``torch.save`` the checkpoint to ``out`` (pruned weights packed losslessly, see
     :func:`blazekit.checkpoint.pack_sparse`); returns the checkpoint (dense)."""
-    from .checkpoint import pack_sparse
+    from ..checkpoint import pack_sparse
 
     ckpt = convert_checkpoint(src, model_cfg)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
