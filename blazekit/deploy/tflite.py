@@ -5,7 +5,7 @@ Python) expect *its* graph: tensor names, ops, and the ``TFLITE_METADATA`` entry
 Tasks needs to accept a float model. So the export does not build a graph: it takes the very file the
 weights were imported from (shipped as a template, :data:`blazekit.weights.TFLITE_TEMPLATES`) and overwrites
 the bytes of its weight buffers with the BN-folded weights, through the same conv pairing the import uses
-(:func:`blazekit.convert.pair_convs`), so the mapping is one and its inverse cannot drift.
+(:func:`blazekit.convert.mapping.pair_convs`), so the mapping is one and its inverse cannot drift.
 
 - ``precision="fp16"`` (default): buffers keep their fp16 type and size, so untouched weights give MediaPipe's
   file back byte for byte, and only bytes inside weight buffers ever change.
@@ -35,7 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..convert import ConversionError, pair_convs, read_tflite, sparse_coords
+from ..convert.mapping import pair_convs
+from ..convert.source import ConversionError
+from ..convert.tflite import read_tflite, sparse_coords
 from .fuse import fold_conv_bn
 
 PathLike = Union[str, os.PathLike]
@@ -83,7 +85,8 @@ def mediapipe_differences(detector: nn.Module, template: Dict[str, Any]) -> List
     """What ``detector`` does differently from what MediaPipe's graph and calculators hard-code (empty = none)."""
     from ..checkpoint import architecture_diff
     from ..coder import MediaPipeCoder
-    from ..convert import build_target, default_model_cfg
+    from ..convert.checkpoints import default_model_cfg
+    from ..convert.mapping import build_target
 
     ref_cfg = default_model_cfg(template["variant"])
     ref = build_target(ref_cfg)
