@@ -315,9 +315,16 @@ def _restructure(buf: bytes, fp32: bool, densify: Union[bool, Set[int]]) -> byte
             drop_ops.add(id(op))
             drop_tensors.update(chain)
     graph.operators = [op for op in graph.operators if id(op) not in drop_ops]
-    for t in drop_tensors:
-        model.buffers[graph.tensors[t].buffer].data = None  # the buffer entry stays (indices are kept)
-    keep = [t for t in range(len(graph.tensors)) if t not in drop_tensors]
+    _drop_tensors(model, graph, drop_tensors)
+    return _pack(model, schema, flatbuffers.Builder(2 * len(buf) + (1 << 20)))
+
+
+def _drop_tensors(model: Any, graph: Any, drop: Set[int]) -> None:
+    """Remove tensors ``drop`` (no op reads them any more) and their data; the other tensors are renumbered and every
+    op's and the graph's inputs / outputs follow. Buffer entries stay (their indices are kept), emptied."""
+    for t in drop:
+        model.buffers[graph.tensors[t].buffer].data = None
+    keep = [t for t in range(len(graph.tensors)) if t not in drop]
     new_index = {old: new for new, old in enumerate(keep)}
     graph.tensors = [graph.tensors[t] for t in keep]
 
@@ -327,9 +334,12 @@ def _restructure(buf: bytes, fp32: bool, densify: Union[bool, Set[int]]) -> byte
     for op in graph.operators:
         op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
     graph.inputs, graph.outputs = remap(graph.inputs), remap(graph.outputs)
-    for buffer in model.buffers:  # 16-byte aligned data, as the TFLite converter writes it
+
+
+def _pack(model: Any, schema: Any, builder: Any) -> bytes:
+    """The object-API ``model`` as ``.tflite`` bytes, buffer data 16-byte aligned as the TFLite converter writes it."""
+    for buffer in model.buffers:
         buffer.__class__ = _AlignedBufferT(schema)
-    builder = flatbuffers.Builder(2 * len(buf) + (1 << 20))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
