@@ -33,7 +33,7 @@ def eager_forward_seconds(cfg_path: str, split: str, weights: str, size: int, ma
 
     from blazekit import build_detector, config
     from blazekit.data import build_dataset
-    from blazekit.engine.evaluator import _dataset_cfgs
+    from blazekit.evaluation.evaluator import _dataset_cfgs
     from blazekit.preprocess import letterbox, normalize
 
     cfg = config.load(cfg_path, overrides=overrides)

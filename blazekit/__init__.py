@@ -22,7 +22,7 @@ _LAZY = {
     "load_weights": "blazekit.models.build",
     "build_dataset": "blazekit.data",
     "build_dataloader": "blazekit.data",
-    "evaluate": "blazekit.engine.evaluator",
+    "evaluate": "blazekit.evaluation.evaluator",
     "Trainer": "blazekit.engine.trainer",
 }
 

@@ -206,7 +206,7 @@ EMA: Dict[str, Opt] = {
     "tau": Opt(number(ge=0), 2000.0),
 }
 
-#: ``eval:`` (read by :class:`blazekit.engine.evaluator.Evaluator`)
+#: ``eval:`` (read by :class:`blazekit.evaluation.evaluator.Evaluator`)
 EVAL: Dict[str, Opt] = {
     "score_thr": Opt(optional(number(ge=0, le=1)), None, "null: the model's postprocess.score_thr"),
     "max_det": Opt(integer(1), 1000, "detections kept per image"),

@@ -66,8 +66,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     check_device(args.device)
     from .. import config as cfglib
     from ..models.build import build_detector, inference_weights
-    from ..engine.evaluator import Evaluator, format_table
-    from ..engine.trainer import check_dataset_paths
+    from ..data.loader import check_dataset_paths
+    from ..evaluation.evaluator import Evaluator, format_table
     from ..evaluation.plots import plot_pr_curves
 
     cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports, require=("model",))

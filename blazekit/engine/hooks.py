@@ -206,7 +206,7 @@ class EvalHook(HookBase):
         t = self.trainer
         metrics: Dict[str, float] = {}
         if t.is_main:
-            from .evaluator import evaluate
+            from ..evaluation.evaluator import evaluate
 
             net = t.ema.module if t.ema is not None else unwrap(t.model)
             vis_dir = t.work_dir / "vis" / f"epoch_{t.epoch:03d}" if self.num_vis > 0 else None

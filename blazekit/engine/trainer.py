@@ -34,7 +34,7 @@ from ..data.loader import DatasetNotFoundError, build_dataloader, check_dataset_
 from ..data.sampler import EpochSampler
 from . import distributed as dist_utils
 from .ema import ModelEMA, unwrap
-from .evaluator import eval_datasets
+from ..evaluation.evaluator import eval_datasets
 from .hooks import (EMAHook, EvalHook, Fp16WeightsHook, HookBase, KeepSparsityHook, LoggingHook,
                     PeriodicCheckpointHook, StepRecord, saved_hook_states)
 from .logger import RunLogger, fmt_metrics, scalar_floats

@@ -336,8 +336,8 @@ def test_unsupported_postprocessor_is_refused_by_name(tmp_path):
 
 def test_deploy_modules_import_one_way():
     """blazekit.deploy's modules import each other in one direction only (any import, also inside functions),
-    and the layers below it (models, evaluation, data, post-processing) never import deploy; the engine sits above
-    deploy (evaluation runs the fast path)."""
+    and the layers below it (models, the evaluation metrics, data, post-processing) never import deploy; the evaluator
+    (evaluation/evaluator.py) and the engine sit above deploy (the evaluator runs the fast path)."""
     import ast
 
     pkg = REPO / "blazekit" / "deploy"
@@ -350,11 +350,12 @@ def test_deploy_modules_import_one_way():
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
         deps[f.stem] = found
-    assert set(deps) == {"fuse", "channel_align", "export", "tflite", "runtime", "fastpath"}
-    order = ["fuse", "tflite", "channel_align", "export", "runtime", "fastpath"]
+    assert set(deps) == {"fuse", "channel_align", "export", "tflite", "runtime", "fastpath", "backends"}
+    order = ["fuse", "tflite", "channel_align", "export", "runtime", "fastpath", "backends"]
     for mod, used in deps.items():
         assert all(order.index(u) < order.index(mod) for u in used), f"deploy.{mod} imports {sorted(used)}"
-    below = [p for d in ("models", "evaluation", "data") for p in (REPO / "blazekit" / d).rglob("*.py")]
+    below = [p for d in ("models", "evaluation", "data") for p in (REPO / "blazekit" / d).rglob("*.py")
+             if p.relative_to(REPO).as_posix() != "blazekit/evaluation/evaluator.py"]
     below += [REPO / "blazekit" / f"{n}.py" for n in ("postprocess", "boxes", "matcher", "coder", "losses", "anchors")]
     for p in below:
         for node in ast.walk(ast.parse(p.read_text())):

@@ -27,7 +27,7 @@ Speed: images load in a background thread while the network runs, and a BlazeFac
 coder, ``WeightedBlending``/``NMS``) runs through :class:`blazekit.deploy.fastpath.FastDetector`: numpy pre/post-processing
 that thresholds the logits before decoding, around the network in onnxruntime (``backend="onnxruntime"``) or in
 PyTorch with BatchNorm folded and channels-last (``backend="torch"``). ``backend="auto"`` takes onnxruntime when it is
-installed and the model is on the CPU. The metrics equal ``detector.predict``'s to float rounding (tested to 1e-4 AP);
+installed and the model is on the CPU (:mod:`blazekit.deploy.backends`, shared with ``tools/predict.py``). The metrics equal ``detector.predict``'s to float rounding (tested to 1e-4 AP);
 any other detector is evaluated through its own ``predict``.
 
 Dataset paths may use ``${BLAZEKIT_SHARED}`` (default: ``shared/`` beside the checkout) or any other
@@ -35,7 +35,6 @@ environment variable; `blazekit.config.expand_env` expands them.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import tempfile
@@ -49,16 +48,14 @@ import numpy as np
 
 from .. import options
 from ..config import ConfigError, expand_env
-from ..evaluation.coco import CocoDetections, CocoImage, evaluate_coco
-from ..evaluation.keypoints import NMEAccumulator, common_nme
-from ..evaluation.wider import (WiderGroundTruth, WiderResult, evaluate_wider, key_from_path, load_wider_gt,
-                                write_predictions, xyxy_to_wider)
+from ..deploy.backends import BACKENDS, onnx_predictor, resolve_backend
+from .coco import CocoDetections, CocoImage, evaluate_coco
+from .keypoints import NMEAccumulator, common_nme
+from .wider import (WiderGroundTruth, WiderResult, evaluate_wider, key_from_path, load_wider_gt, write_predictions,
+                    xyxy_to_wider)
 
 #: the reference model's detections that count as faces for ``kpt_agreement`` (MediaPipe's own threshold)
 REFERENCE_SCORE = 0.5
-
-#: how the network runs during evaluation (see :func:`resolve_backend`)
-BACKENDS = ("auto", "torch", "onnxruntime")
 
 Predict = Callable[..., List[Dict[str, np.ndarray]]]
 
@@ -244,9 +241,7 @@ class Evaluator:
         if self.backend == "onnxruntime":
             if self._tmp is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="blazekit_eval_")
-            onnx_path = Path(self._tmp.name) / f"raw_{full[0]}x{full[1]}.onnx"
-            # batch-1 calls: onnxruntime's depthwise kernels are fastest so (benchmarks/latency.py)
-            return FastDetector.from_detector(det, onnx_path, micro_batch=1, input_size=full).predict
+            return onnx_predictor(det, Path(self._tmp.name) / f"raw_{full[0]}x{full[1]}.onnx", input_size=full).predict
         bs = max(1, int(self.opts["batch_size"]))
         return FastDetector(self._torch_runner(), preprocessor_for(det, input_size=full), post, micro_batch=bs).predict
 
@@ -427,18 +422,6 @@ def evaluate(detector: Any, cfg: Mapping[str, Any], split: str = "val", progress
     """
     return Evaluator(detector, cfg, split=split, progress=progress, max_images=max_images, save_preds=save_preds,
                      vis_dir=vis_dir, num_vis=num_vis, backend=backend, datasets=datasets).run()
-
-
-def resolve_backend(backend: str, detector: Any, test_scale: Any = None) -> str:
-    """``auto`` -> ``onnxruntime`` when onnx and onnxruntime are installed, the model is on the CPU and the test
-    scale is fixed (one ONNX export per input size); ``torch`` otherwise. Other names are kept."""
-    if backend != "auto":
-        return backend
-    params = getattr(detector, "parameters", None)
-    param = next(params(), None) if callable(params) else None
-    on_cpu = param is None or param.device.type == "cpu"
-    installed = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
-    return "onnxruntime" if installed and on_cpu and test_scale != "original" else "torch"
 
 
 def format_table(results: Mapping[str, Any]) -> str:
