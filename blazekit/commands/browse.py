@@ -9,6 +9,7 @@ import logging
 from typing import Optional, Sequence
 
 from ..engine.cli import UsageError, check_output, user_errors
+from .common import load_config
 
 #: the largest --zoom: a 128 px sample drawn at 16x is 2048 px wide (1000x asked for 49 GB)
 MAX_ZOOM = 16.0
@@ -34,7 +35,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         raise UsageError(f"--zoom {args.zoom:g}: expected an enlarge factor > 0 and <= {MAX_ZOOM:g}")
     check_output(args.out, "--out", folder=True)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = config.load(args.config, overrides=args.overrides, imports=args.imports)
+    cfg = load_config(args)
     from ..data.visualize import browse
 
     paths = browse(cfg, split=args.split, n=args.n, out=args.out, seed=args.seed, zoom=args.zoom)

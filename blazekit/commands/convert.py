@@ -12,6 +12,7 @@ import argparse
 from typing import Optional, Sequence
 
 from ..engine.cli import check_output, user_errors
+from .common import load_config
 
 
 @user_errors
@@ -27,7 +28,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     check_output(args.out, "OUT", example="model.pt")
     model_cfg = None
     if args.config:
-        cfg = config_lib.load(args.config, args.overrides, args.imports)
+        cfg = load_config(args)
         if "model" not in cfg:
             p.error(f"{args.config}: no 'model' section")
         model_cfg = cfg["model"]

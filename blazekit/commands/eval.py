@@ -11,15 +11,14 @@ it; --save-preds writes the official WIDER prediction files (<event>/<name>.txt)
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..engine.cli import check_device, check_output, device_problem, user_errors
+from ..engine.cli import check_device, check_output, user_errors
+from .common import check_run_flags, load_detector, load_run
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
@@ -43,15 +42,9 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_common_args(p)
     args = p.parse_args(argv)
-    why = device_problem(args.device)
-    if why:
-        p.error(why)
+    check_run_flags(p, args)
     if args.max_images is not None and args.max_images < 1:
         p.error(f"--max-images must be >= 1 (the first N images are evaluated), got {args.max_images}")
-    if args.backend == "onnxruntime" and args.device != "cpu":
-        p.error(f"--backend onnxruntime runs on the CPU; drop --device {args.device} or use --backend torch")
-    if args.backend == "onnxruntime" and not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
-        p.error("--backend onnxruntime needs onnx and onnxruntime (pip install -e .[export]); or use --backend torch")
     return args
 
 
@@ -64,16 +57,13 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         if folder:
             check_output(folder, flag, folder=True)
     check_device(args.device)
-    from .. import config as cfglib
-    from ..models.build import build_detector, inference_weights
     from ..data.loader import check_dataset_paths
     from ..evaluation.evaluator import Evaluator, format_table
     from ..evaluation.plots import plot_pr_curves
 
-    cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports, require=("model",))
-    weights = inference_weights(cfg, args.weights)  # never an untrained detector
+    cfg, weights = load_run(args)  # never an untrained detector
     check_dataset_paths(cfg, splits=(args.split,))  # a missing dataset says where it was expected
-    detector = build_detector(cfg["model"], weights=weights, device=args.device)
+    detector = load_detector(cfg, weights, args.device)
     ev = Evaluator(detector, cfg, split=args.split, progress=not args.quiet, max_images=args.max_images,
                    save_preds=args.save_preds, vis_dir=args.vis, num_vis=args.num_vis,
                    backend=args.backend)

@@ -20,6 +20,7 @@ import argparse
 from typing import Optional, Sequence
 
 from ..engine.cli import UsageError, check_output, user_errors
+from .common import load_detector, load_run
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
@@ -76,19 +77,14 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = parse_args(argv, prog)
     check_output(args.out, "--out", example=f"model.{args.format}")
-    from .. import config as cfglib
-    from ..models.build import build_detector, inference_weights
-
     if args.format == "onnx":
         from ..deploy.export import OPSETS
 
         if args.opset not in OPSETS:  # the upper end depends on the installed torch
             raise UsageError(f"--opset {args.opset}: this torch's ONNX exporter writes opsets "
                              f"{OPSETS[0]}..{OPSETS[-1]}")
-    cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports, require=("model",))
-    detector = build_detector(cfg["model"], weights=inference_weights(cfg, args.weights), device="cpu").eval()
-    if args.input_size:
-        detector.check_input_size(tuple(args.input_size), where="--input-size")
+    cfg, weights = load_run(args)
+    detector = load_detector(cfg, weights, "cpu", args.input_size)
     if args.format == "tflite":
         from ..deploy.tflite import export_tflite, mediapipe_postprocess_note
 

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..engine.cli import INTERRUPTED_EXIT, check_device, check_output, device_problem, user_errors
+from ..engine.cli import INTERRUPTED_EXIT, check_device, check_output, user_errors
+from .common import check_run_flags, load_detector, load_run
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
@@ -47,9 +48,7 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_common_args(p)
     args = p.parse_args(argv)
-    why = device_problem(args.device)
-    if why:
-        p.error(why)
+    check_run_flags(p, args)
     if args.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.score_thr is not None and not 0.0 <= args.score_thr <= 1.0:
@@ -58,8 +57,6 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
         p.error(f"--max-det must be >= 1, got {args.max_det}")
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads must be >= 1, got {args.threads}")
-    if args.backend == "onnxruntime" and args.device != "cpu":
-        p.error(f"--backend onnxruntime runs on the CPU; drop --device {args.device} or use --backend torch")
     return args
 
 
@@ -68,14 +65,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     args = parse_args(argv, prog)
     check_output(args.out, "--out", folder=True)
     check_device(args.device)
-    from .. import config as cfglib
-    from ..models.build import build_detector, inference_weights
+    from ..deploy.backends import onnx_predictor
     from ..deploy.fuse import fuse_bn
     from ..io.sources import expand_sources
     from ..predict_runner import PredictSummary, predict_sources
 
-    cfg = cfglib.load(args.config, overrides=args.overrides, imports=args.imports, require=("model",))
-    weights = inference_weights(cfg, args.weights)  # never an untrained detector
+    cfg, weights = load_run(args)  # never an untrained detector
     pp = cfg["model"].setdefault("postprocess", {})
     if args.score_thr is not None:
         pp["score_thr"] = args.score_thr
@@ -87,21 +82,15 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     if not sources:
         print("error: no image or video found in the given sources", file=sys.stderr)
         return 2
-    detector = build_detector(cfg["model"], weights=weights, device=args.device)
-    detector.eval()
-    if args.input_size:
-        detector.check_input_size(tuple(args.input_size), where="--input-size")
+    detector = load_detector(cfg, weights, args.device, args.input_size)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="blazekit_predict_") as tmp:
         if args.backend == "onnxruntime":
-            from ..deploy.fastpath import FastDetector
-
-            # batch-1 calls: onnxruntime's depthwise kernels are fastest so (benchmarks/latency.py)
-            runner = FastDetector.from_detector(detector, Path(tmp) / "model.onnx", threads=args.threads,
-                                                micro_batch=1, input_size=args.input_size)
+            runner = onnx_predictor(detector, Path(tmp) / "model.onnx", input_size=args.input_size,
+                                    threads=args.threads)
         else:
             runner = detector if args.no_fuse else fuse_bn(detector)
             if args.input_size:

@@ -17,7 +17,7 @@ import shlex
 import sys
 from typing import Optional, Sequence
 
-from ..engine.cli import device_problem
+from .common import check_run_flags
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
@@ -35,9 +35,7 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     args = p.parse_args(argv)
-    why = device_problem(args.device)
-    if why:
-        p.error(why)
+    check_run_flags(p, args)
     return args
 
 
