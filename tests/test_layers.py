@@ -165,3 +165,73 @@ def test_layout_check_finds_drift(tmp_path):
         "tests/engine/ names no part of pkg", "tests/engine/ has no __init__.py",
         "tests/data/deeper/test_x.py is not in a folder named after what it tests",
         "tests/test_train_thing.py is not in a folder named after what it tests"]
+
+
+def test_evaluation_knows_no_trainer():
+    """blazekit.evaluation (the metrics and the evaluator the trainer calls) imports nothing from blazekit.engine."""
+    graph = import_graph()
+    for mod, deps in graph.items():
+        if mod.startswith("blazekit.evaluation"):
+            assert not {d for d in deps if d.startswith("blazekit.engine")}, f"{mod} imports the engine"
+
+
+def test_evaluator_shim_gives_the_objects_of_its_new_home():
+    """blazekit.engine.evaluator (old scripts) re-exports blazekit.evaluation.evaluator's own objects, not copies;
+    the backend choice is deploy.backends' one."""
+    import blazekit
+    from blazekit.deploy import backends
+    from blazekit.engine import evaluator as old
+    from blazekit.evaluation import evaluator as new
+
+    for name in old.__all__ + ["_dataset_cfgs"]:
+        assert getattr(old, name) is getattr(new, name), name
+    assert new.Evaluator.__module__ == "blazekit.evaluation.evaluator"
+    assert blazekit.evaluate is new.evaluate
+    assert new.resolve_backend is backends.resolve_backend and new.BACKENDS is backends.BACKENDS
+
+
+#: every public name the single-file blazekit/convert.py had, and the module of blazekit/convert/ that holds it now
+CONVERT_NAMES = {
+    "source": ["ConversionError", "SourceConv", "SourceModel", "PathLike"],
+    "tflite": ["read_tflite", "sparse_coords", "_op_name"],
+    "hollance": ["read_hollance"],
+    "mapping": ["build_target", "ConvPair", "pair_convs", "map_to_state_dict"],
+    "checkpoints": ["file_md5", "convert_tflite", "convert_hollance", "guess_variant", "default_model_cfg",
+                    "convert_checkpoint", "save_converted"],
+}
+
+
+def test_convert_package_keeps_every_name_of_the_old_module():
+    import importlib
+
+    import blazekit.convert as convert
+
+    for module, names in CONVERT_NAMES.items():
+        home = importlib.import_module(f"blazekit.convert.{module}")
+        for name in names:
+            assert getattr(convert, name) is getattr(home, name), f"blazekit.convert.{name}"
+    assert set(convert.__all__) >= {n for names in CONVERT_NAMES.values() for n in names if not n.startswith("_")}
+    from blazekit.deploy.tflite import TFLiteExportError
+
+    assert issubclass(TFLiteExportError, convert.ConversionError)
+
+
+def test_every_command_opens_through_commands_common():
+    """Config loading (with --set / --import), the weights to run, building the detector and the --device /
+    --backend check live once in commands/common.py: no command does them itself, and every command but wider_eval
+    (no config, no detector) uses it."""
+    own = {"inference_weights", "build_detector", "device_problem", "backend_problem"}
+    users = set()
+    for path in sorted((PKG / "commands").glob("*.py")):
+        if path.stem in ("__init__", "common"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module == "common":
+                users.add(path.stem)
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+                assert name not in own, f"commands/{path.name}:{node.lineno} calls {name} itself"
+                assert not (name == "load" and isinstance(f, ast.Attribute)), \
+                    f"commands/{path.name}:{node.lineno} loads its config itself (use common.load_config)"
+    assert users == {"browse", "convert", "eval", "export", "predict", "train"}

@@ -240,6 +240,31 @@ def test_cuda_without_a_gpu_is_one_line(tmp_path, tool):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("flags, tools, message", [
+    (["--device", "banana"], ("eval", "predict", "train"),
+     "--device 'banana': expected cpu, cuda, cuda:N (N = 0, 1, ...) or mps"),
+    (["--backend", "onnxruntime", "--device", "cuda"], ("eval", "predict"),
+     "--backend onnxruntime runs on the CPU; drop --device cuda or use --backend torch"),
+    (["--backend", "onnxruntime"], ("eval", "predict"),
+     "--backend onnxruntime needs onnx and onnxruntime (pip install -e .[export]); or use --backend torch"),
+])
+def test_tools_refuse_the_same_device_and_backend_with_the_same_line(flags, tools, message, capsys, monkeypatch,
+                                                                    tmp_path):
+    """One check (commands.common.check_run_flags) for every tool: the same flags give the same error line."""
+    import importlib
+
+    from blazekit.deploy import backends
+
+    monkeypatch.setattr(backends, "onnxruntime_installed", lambda: False)  # the third case; the others fail earlier
+    extra = {"eval": [], "predict": [str(IMG), "--out", str(tmp_path)], "train": []}
+    for tool in tools:
+        with pytest.raises(SystemExit) as exc:
+            importlib.import_module(f"blazekit.commands.{tool}").parse_args([str(QUICKSTART), *extra[tool], *flags],
+                                                                            prog=f"blazekit {tool}")
+        assert exc.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"blazekit {tool}: error: {message}"
+
+
 def test_check_device_names_what_is_wrong():
     from blazekit.engine.cli import UsageError, check_device
 
