@@ -12,8 +12,8 @@ Modules depend one way (no circle), and nothing in ``blazekit.models`` or the en
 - ``backends``: how the tools run the network (``--backend torch|onnxruntime|auto``): :func:`resolve_backend`,
   :func:`backend_problem`, :func:`onnx_predictor`.
 
-``fuse <- channel_align <- export <- runtime <- fastpath <- backends`` and ``fuse <- tflite``. The names below
-load their module on first use, so ``import blazekit.deploy`` stays cheap.
+``fuse <- channel_align <- export <- runtime <- fastpath <- backends``, ``fuse <- tflite``, ``fuse <- fp16``. The names
+below load their module on first use, so ``import blazekit.deploy`` stays cheap.
 """
 from __future__ import annotations
 

@@ -350,8 +350,8 @@ def test_deploy_modules_import_one_way():
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
         deps[f.stem] = found
-    assert set(deps) == {"fuse", "channel_align", "export", "tflite", "runtime", "fastpath", "backends"}
-    order = ["fuse", "tflite", "channel_align", "export", "runtime", "fastpath", "backends"]
+    assert set(deps) == {"fuse", "fp16", "channel_align", "export", "tflite", "runtime", "fastpath", "backends"}
+    order = ["fuse", "fp16", "tflite", "channel_align", "export", "runtime", "fastpath", "backends"]
     for mod, used in deps.items():
         assert all(order.index(u) < order.index(mod) for u in used), f"deploy.{mod} imports {sorted(used)}"
     below = [p for d in ("models", "evaluation", "data") for p in (REPO / "blazekit" / d).rglob("*.py")
