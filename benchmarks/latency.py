@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,7 +214,7 @@ def solo_runs(threads: int, repeats: int, onnx_path: Path, tflite: Path, image: 
     return out
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--solo", default=None, choices=SOLO_PATHS, help=argparse.SUPPRESS)
@@ -225,84 +225,92 @@ def main(argv=None) -> int:
                     help="timed runs per path at batch 1 (batch 64: repeats // 20, >= 5), interleaved 10 (batch 64: 1) at a time")
     ap.add_argument("--image", default=str(ROOT / "blazekit" / "data" / "demo" / "images" / "astronaut.jpg"))
     ap.add_argument("--tflite", default=None)
-    args = ap.parse_args(argv)
-    if args.solo:
-        return solo_main(args.solo, args.threads[0], args.repeats, args.onnx, args.tflite, args.image)
+    return ap.parse_args(argv)
 
-    det = build_detector(CONFIG, weights="mediapipe_short_range").eval()
-    size = det.input_size
-    frame = cv2.resize(load_image(args.image), (640, 480), interpolation=cv2.INTER_LINEAR)
-    tflite = find_tflite(args.tflite)
-    tmp = Path(tempfile.mkdtemp(prefix="blazekit_bench_"))
-    raw_onnx = export_onnx(det, tmp / "raw.onnx")
-    pp_onnx = export_onnx(det, tmp / "pp.onnx", with_postprocess=True)
-    # the same export with MediaPipe's own channel widths: what channel alignment buys, in the same run
-    plain_onnx = export_onnx(det, tmp / "plain.onnx", channel_multiple=1)
-    fused = fuse_bn(det).to(memory_format=torch.channels_last)
 
-    print(f"blazekit latency: front model {size[0]}x{size[1]}, 640x480 uint8 RGB frame, torch {torch.__version__}, "
-          f"CPU {os.cpu_count()} cores; median / p90 ms per call\n")
-    rows: List[Tuple[int, str, str, int, float, float]] = []  # threads, path, kind, batch, median, p90
-    splits = {}
-    lean_splits = {}
+class Runtimes:
+    """Every runtime of one thread count, built once and timed at batch 1 and 64."""
+
+    def __init__(self, det: torch.nn.Module, fused: torch.nn.Module, files: Dict[str, Path], threads: int) -> None:
+        size = det.input_size
+        self.det, self.fused = det, fused
+        self.ort_raw = onnx_session(files["raw"], threads)
+        self.lite = LiteRT(files["tflite"], threads, det)
+        self.lite_lean = lean_litert(LiteRT(files["tflite"], threads, det), det)
+        self.ort_lean = FastDetector.from_onnx(det, files["raw"], threads=threads, micro_batch=1)
+        self.plain_raw = onnx_session(files["plain"], threads)
+        self.ort_det = OnnxDetector(files["pp"], size, threads=threads, micro_batch=1)
+
+    def paths(self, imgs: List[np.ndarray], x: np.ndarray) -> List[Tuple[str, str, Callable[[], Any]]]:
+        """(path, kind, call) for one batch of frames ``imgs`` and their network input ``x``."""
+        det, fused, batch = self.det, self.fused, len(imgs)
+        xt = torch.from_numpy(x)
+        xcl = xt.contiguous(memory_format=torch.channels_last)
+        x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+        def eager_raw():
+            with torch.no_grad():
+                return det.raw(xt)
+
+        def fused_raw():
+            with torch.inference_mode():
+                return fused.raw(xcl)
+
+        def fused_predict():
+            with torch.inference_mode():
+                return fused.predict(imgs, batch_size=batch)
+
+        def ort_micro():
+            return [self.ort_raw.run(None, {"images": x[i:i + 1]}) for i in range(batch)]
+
+        paths = [
+            ("torch eager", "end-to-end", lambda: det.predict(imgs, batch_size=batch)),
+            ("torch eager", "model", eager_raw),
+            ("torch fused", "end-to-end", fused_predict),
+            ("torch fused", "model", fused_raw),
+            ("onnxruntime", "end-to-end", lambda: self.ort_det.predict(imgs)),
+            ("onnxruntime", "model", lambda: self.ort_raw.run(None, {"images": x})),
+            ("onnxruntime MP-w", "model", lambda: self.plain_raw.run(None, {"images": x})),
+            ("onnxruntime lean", "end-to-end", lambda: self.ort_lean.predict(imgs)),
+            ("litert", "end-to-end", lambda: litert_predict(self.lite, det, imgs)),
+            ("litert lean", "end-to-end", lambda: self.lite_lean.predict(imgs)),
+            ("litert", "model", lambda: self.lite.raw(x_nhwc)),
+        ]
+        if batch > 1:
+            paths.insert(8, ("onnxruntime x1", "model", ort_micro))
+        return paths
+
+
+def eager_split(det: torch.nn.Module, imgs: List[np.ndarray], x: np.ndarray, reps: int) -> Tuple[float, float, float]:
+    """Median ms of pre-processing, decoding and blending: where the eager time goes besides the model."""
+    size, batch = det.input_size, len(imgs)
+    with torch.no_grad():
+        reg, cls = det.raw(torch.from_numpy(x))
+        boxes, kpts, scores = det.decode(reg, cls)
+    return tuple(m for m, _ in time_paths(
+        [lambda: preprocess(imgs, size), lambda: det.decode(reg, cls),
+         lambda: [det.postprocess(boxes[i], scores[i], kpts[i]) for i in range(batch)]],
+        reps, per_round=10 if batch == 1 else 1, warmup=1))
+
+
+def measure(det: torch.nn.Module, fused: torch.nn.Module, files: Dict[str, Path], frame: np.ndarray,
+            args: argparse.Namespace) -> Tuple[List[Tuple[int, str, str, int, float, float]], Dict, Dict]:
+    """(rows: threads, path, kind, batch, median, p90), the eager splits and the lean onnxruntime splits."""
+    rows: List[Tuple[int, str, str, int, float, float]] = []
+    splits, lean_splits = {}, {}
     for threads in args.threads:
         torch.set_num_threads(threads)
-        ort_raw = onnx_session(raw_onnx, threads)
-        lite = LiteRT(tflite, threads, det)
-        lite_lean = lean_litert(LiteRT(tflite, threads, det), det)
-        ort_lean = FastDetector.from_onnx(det, raw_onnx, threads=threads, micro_batch=1)
-        plain_raw = onnx_session(plain_onnx, threads)
-        ort_det = OnnxDetector(pp_onnx, size, threads=threads, micro_batch=1)
+        runtimes = Runtimes(det, fused, files, threads)
         for batch in (1, 64):
             reps = args.repeats if batch == 1 else max(5, args.repeats // 20)
             imgs = [frame] * batch
-            x, _ = preprocess(imgs, size)
-            xt = torch.from_numpy(x)
-            xcl = xt.contiguous(memory_format=torch.channels_last)
-            x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-
-            def eager_raw():
-                with torch.no_grad():
-                    return det.raw(xt)
-
-            def fused_raw():
-                with torch.inference_mode():
-                    return fused.raw(xcl)
-
-            def fused_predict():
-                with torch.inference_mode():
-                    return fused.predict(imgs, batch_size=batch)
-
-            def ort_micro():
-                return [ort_raw.run(None, {"images": x[i:i + 1]}) for i in range(batch)]
-
-            paths = [
-                ("torch eager", "end-to-end", lambda: det.predict(imgs, batch_size=batch)),
-                ("torch eager", "model", eager_raw),
-                ("torch fused", "end-to-end", fused_predict),
-                ("torch fused", "model", fused_raw),
-                ("onnxruntime", "end-to-end", lambda: ort_det.predict(imgs)),
-                ("onnxruntime", "model", lambda: ort_raw.run(None, {"images": x})),
-                ("onnxruntime MP-w", "model", lambda: plain_raw.run(None, {"images": x})),
-                ("onnxruntime lean", "end-to-end", lambda: ort_lean.predict(imgs)),
-                ("litert", "end-to-end", lambda: litert_predict(lite, det, imgs)),
-                ("litert lean", "end-to-end", lambda: lite_lean.predict(imgs)),
-                ("litert", "model", lambda: lite.raw(x_nhwc)),
-            ]
-            if batch > 1:
-                paths.insert(8, ("onnxruntime x1", "model", ort_micro))
+            x, _ = preprocess(imgs, det.input_size)
+            paths = runtimes.paths(imgs, x)
             timed = time_paths([fn for _, _, fn in paths], reps, per_round=10 if batch == 1 else 1,
                                warmup=3 if batch == 1 else 1)
             for (name, kind, _), (med, p90) in zip(paths, timed):
                 rows.append((threads, name, kind, batch, med, p90))
-            # where the eager time goes
-            with torch.no_grad():
-                reg, cls = det.raw(xt)
-                boxes, kpts, scores = det.decode(reg, cls)
-            pre_t, decode_t, blend_t = (m for m, _ in time_paths(
-                [lambda: preprocess(imgs, size), lambda: det.decode(reg, cls),
-                 lambda: [det.postprocess(boxes[i], scores[i], kpts[i]) for i in range(batch)]],
-                reps, per_round=10 if batch == 1 else 1, warmup=1))
+            pre_t, decode_t, blend_t = eager_split(det, imgs, x, reps)
             splits[(threads, batch)] = {
                 "pre-process (letterbox+normalise)": pre_t,
                 "model (det.raw)": next(r[4] for r in rows[::-1] if r[1] == "torch eager" and r[2] == "model"),
@@ -310,9 +318,13 @@ def main(argv=None) -> int:
                 "weighted blending (per image)": blend_t,
             }
         # where the lean onnxruntime time goes (per image, batch-1 calls, stages timed in sequence)
-        lean_splits[threads] = pipeline_split(ort_lean, frame, args.repeats)
-    # sanity: LiteRT batch 64 equals LiteRT batch 1 (the un-batching is right) and blazekit equals LiteRT
-    x1, _ = preprocess([frame], size)
+        lean_splits[threads] = pipeline_split(runtimes.ort_lean, frame, args.repeats)
+    return rows, splits, lean_splits
+
+
+def sanity_check(det: torch.nn.Module, tflite: Path, frame: np.ndarray) -> None:
+    """LiteRT batch 4 equals LiteRT batch 1 (the un-batching is right) and blazekit equals LiteRT."""
+    x1, _ = preprocess([frame], det.input_size)
     lite = LiteRT(tflite, 1, det)
     r1 = lite.raw(np.ascontiguousarray(x1.transpose(0, 2, 3, 1)))
     r64 = lite.raw(np.ascontiguousarray(np.repeat(x1, 4, 0).transpose(0, 2, 3, 1)))
@@ -321,6 +333,9 @@ def main(argv=None) -> int:
     print(f"check: LiteRT batch-4 vs batch-1 max diff {np.abs(r64[0][3] - r1[0][0]).max():.2e}; "
           f"blazekit vs LiteRT logits max diff {np.abs(rt[1].numpy() - r1[1]).max():.2e}\n")
 
+
+def print_table(rows: List[Tuple[int, str, str, int, float, float]]) -> Dict[Tuple[int, str, int], float]:
+    """The rows with their ratio to LiteRT; returns LiteRT's latency by (threads, kind, batch)."""
     print(f"{'threads':>7} {'path':<17} {'kind':<11} {'batch':>5} {'median ms':>10} {'p90 ms':>8} {'img/s':>8} "
           f"{'vs LiteRT':>9}")
     ref = {(t, k, b): m for t, n, k, b, m, _ in rows if n == "litert"}  # LiteRT with blazekit's torch pre/post
@@ -335,16 +350,24 @@ def main(argv=None) -> int:
     print("end-to-end = uint8 640x480 frame -> detections in original pixels. 'litert' uses blazekit's torch "
           "decode/blending;\n'onnxruntime lean' and 'litert lean' use the same numpy pre/post "
           "(blazekit.deploy.fastpath), 64 batch-1 calls at batch 64.\n")
+    return ref
 
-    for t in args.threads:
+
+def print_summary(rows: List[Tuple[int, str, str, int, float, float]], ref: Dict[Tuple[int, str, int], float],
+                  splits: Dict, lean_splits: Dict, threads_list: Sequence[int]) -> None:
+    """Per thread count: the fastest paths against LiteRT, where the time goes, what channel alignment buys."""
+    def pick(t, n, k, b):
+        return next(m for tt, nn, kk, bb, m, _ in rows if (tt, nn, kk, bb) == (t, n, k, b))
+
+    for t in threads_list:
         best1 = min((m, n) for tt, n, k, b, m, _ in rows
                     if tt == t and b == 1 and k == "end-to-end" and not n.startswith("litert"))
         lite1 = ref[(t, "end-to-end", 1)]
-        eager1 = next(m for tt, n, k, b, m, _ in rows if tt == t and n == "torch eager" and k == "end-to-end" and b == 1)
+        eager1 = pick(t, "torch eager", "end-to-end", 1)
         best64 = min((m, n) for tt, n, k, b, m, _ in rows
                      if tt == t and b == 64 and k == "end-to-end" and not n.startswith("litert"))
         thr = (64e3 / best64[0]) / (1e3 / eager1)
-        lean1 = next(m for tt, n, k, b, m, _ in rows if tt == t and n == "litert lean" and b == 1)
+        lean1 = pick(t, "litert lean", "end-to-end", 1)
         print(f"threads={t}: fastest blazekit end-to-end batch 1 = {best1[1]} {best1[0]:.2f} ms vs LiteRT "
               f"{lite1:.2f} ms (ratio {best1[0] / lite1:.2f}; vs LiteRT with the same lean pre/post {lean1:.2f} ms, "
               f"ratio {best1[0] / lean1:.2f}); batch-64 throughput ({best64[1]}) = "
@@ -353,26 +376,50 @@ def main(argv=None) -> int:
     for (t, b), parts in splits.items():
         total = sum(parts.values())
         print(f"  threads={t} batch={b}: " + ", ".join(f"{k} {v:.2f} ({100 * v / total:.0f}%)" for k, v in parts.items()))
-    for t in args.threads:
+    for t in threads_list:
         for b in (1, 64):
-            a = next(m for tt, n, k, bb, m, _ in rows if (tt, n, k, bb) == (t, "onnxruntime", "model", b))
-            w = next(m for tt, n, k, bb, m, _ in rows if (tt, n, k, bb) == (t, "onnxruntime MP-w", "model", b))
+            a, w = pick(t, "onnxruntime", "model", b), pick(t, "onnxruntime MP-w", "model", b)
             print(f"channel alignment, threads={t} batch={b}: onnxruntime model {a:.2f} ms vs {w:.2f} ms with "
                   f"MediaPipe's widths (ratio {a / w:.2f})")
     print("where onnxruntime lean end-to-end time goes (ms per image):")
     for t, parts in lean_splits.items():
         total = sum(parts.values())
         print(f"  threads={t} batch=1: " + ", ".join(f"{k} {v:.2f} ({100 * v / total:.0f}%)" for k, v in parts.items()))
+
+
+def print_solo(args: argparse.Namespace, onnx_path: Path, tflite: Path) -> None:
+    print("\none runtime per process, as deployed (batch 1 end to end; each number is one fresh process's median; "
+          "pairs run\nback to back, so compare within a pair):")
+    for t in args.threads:
+        solo = solo_runs(t, max(args.repeats, 2000), onnx_path, tflite, args.image, args.solo_rounds)
+        ratios = [a / b for a, b in zip(solo["onnxruntime lean"], solo["litert lean"])]
+        print(f"  threads={t}: " + ", ".join(f"{p} {statistics.median(solo[p]):.2f} ms "
+                                             f"({' '.join(f'{v:.2f}' for v in solo[p])})" for p in SOLO_PATHS)
+              + f"; onnxruntime lean / litert lean per round {' '.join(f'{r:.2f}' for r in ratios)}, "
+                f"median {statistics.median(ratios):.2f}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.solo:
+        return solo_main(args.solo, args.threads[0], args.repeats, args.onnx, args.tflite, args.image)
+    det = build_detector(CONFIG, weights="mediapipe_short_range").eval()
+    size = det.input_size
+    frame = cv2.resize(load_image(args.image), (640, 480), interpolation=cv2.INTER_LINEAR)
+    tmp = Path(tempfile.mkdtemp(prefix="blazekit_bench_"))
+    files = {"tflite": find_tflite(args.tflite), "raw": export_onnx(det, tmp / "raw.onnx"),
+             "pp": export_onnx(det, tmp / "pp.onnx", with_postprocess=True),
+             # the same export with MediaPipe's own channel widths: what channel alignment buys, in the same run
+             "plain": export_onnx(det, tmp / "plain.onnx", channel_multiple=1)}
+    fused = fuse_bn(det).to(memory_format=torch.channels_last)
+    print(f"blazekit latency: front model {size[0]}x{size[1]}, 640x480 uint8 RGB frame, torch {torch.__version__}, "
+          f"CPU {os.cpu_count()} cores; median / p90 ms per call\n")
+    rows, splits, lean_splits = measure(det, fused, files, frame, args)
+    sanity_check(det, files["tflite"], frame)
+    ref = print_table(rows)
+    print_summary(rows, ref, splits, lean_splits, args.threads)
     if args.solo_rounds > 0:
-        print("\none runtime per process, as deployed (batch 1 end to end; each number is one fresh process's median; "
-              "pairs run\nback to back, so compare within a pair):")
-        for t in args.threads:
-            solo = solo_runs(t, max(args.repeats, 2000), raw_onnx, tflite, args.image, args.solo_rounds)
-            ratios = [a / b for a, b in zip(solo["onnxruntime lean"], solo["litert lean"])]
-            print(f"  threads={t}: " + ", ".join(f"{p} {statistics.median(solo[p]):.2f} ms "
-                                                 f"({' '.join(f'{v:.2f}' for v in solo[p])})" for p in SOLO_PATHS)
-                  + f"; onnxruntime lean / litert lean per round {' '.join(f'{r:.2f}' for r in ratios)}, "
-                    f"median {statistics.median(ratios):.2f}")
+        print_solo(args, files["raw"], files["tflite"])
     return 0
 
 

@@ -235,3 +235,20 @@ def test_every_command_opens_through_commands_common():
                 assert not (name == "load" and isinstance(f, ast.Attribute)), \
                     f"commands/{path.name}:{node.lineno} loads its config itself (use common.load_config)"
     assert users == {"browse", "convert", "eval", "export", "predict", "train"}
+
+
+#: the longest function anywhere in the tree (issue #20: a function that needs more is two functions)
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_is_longer_than_80_lines():
+    """Every function and method of the package, the tools, the benchmarks and the tests fits 80 lines."""
+    long = []
+    for folder in ("blazekit", "tools", "benchmarks", "tests"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = node.end_lineno - node.lineno + 1
+                    if n > MAX_FUNCTION_LINES:
+                        long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({n} lines)")
+    assert long == []
