@@ -11,8 +11,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ..registry import MATCHERS
 from .boxes import batched_box_iou, cxcywh_to_xyxy
-from .registry import MATCHERS
 
 NEGATIVE = -1
 IGNORED = -2

@@ -11,8 +11,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..registry import POSTPROCESSORS
 from .boxes import box_iou, nms_keep
-from .registry import POSTPROCESSORS
 
 
 class _Postprocessor:

@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .registry import ANCHOR_GENERATORS
+from ..registry import ANCHOR_GENERATORS
 
 Size = Union[float, Sequence[float]]
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import LOSSES
+from ..registry import LOSSES
 
 
 def hard_negative_mask(cls_loss: Tensor, positive: Tensor, negative: Tensor, neg_pos_ratio: float,

@@ -18,8 +18,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ..registry import BOX_CODERS
 from .boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
-from .registry import BOX_CODERS
 
 Size = Union[int, Sequence[int]]
 
