@@ -100,7 +100,8 @@ class Registry:
     ``locations`` (mmengine style) names the modules whose import registers this registry's built-ins. They are
     strings, imported on the first lookup (``get``, ``build``, ``names``, ``in``, ``len``) and not before, so
     ``import blazekit`` and the tools' ``--help`` stay free of torch, and a lookup imports only what its registry
-    holds. Registering never imports anything.
+    holds. Registering imports nothing, except that ``force=True`` imports the locations first, so the replacement
+    of a built-in is not itself replaced when the built-ins load later.
     """
 
     def __init__(self, name: str, locations: Sequence[str] = ()) -> None:
@@ -127,6 +128,8 @@ class Registry:
 
         def deco(obj: T) -> T:
             key = name or obj.__name__  # type: ignore[attr-defined]
+            if force:
+                self.import_from_location()
             if key in self._items and self._items[key] is not obj and not force:
                 old = self._items[key]
                 # Re-importing the same module (e.g. in a worker or via a second path) is harmless.

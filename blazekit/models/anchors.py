@@ -221,3 +221,6 @@ class SSDAnchorGenerator:
             f"min_scale={self.min_scale}, max_scale={self.max_scale}, aspect_ratios={self.aspect_ratios}")
         return (f"SSDAnchorGenerator(strides={self.strides}, {how}, "
                 f"fixed_anchor_size={self.fixed_anchor_size})")
+
+
+__all__ = ["SSDAnchorGenerator"]

@@ -168,3 +168,6 @@ class SSDCoder:
     def loss_scale(self, anchors: Tensor, priors: Tensor, input_size: Optional[Size] = None) -> Tensor:
         """SSD targets are already in prior units (divided by the variances): no extra scaling."""
         return torch.ones(priors.shape[0], 1, dtype=priors.dtype, device=priors.device)
+
+
+__all__ = ["MediaPipeCoder", "SSDCoder"]

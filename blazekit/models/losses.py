@@ -143,3 +143,6 @@ class FocalMultiBoxLoss(MultiBoxLoss):
     def classification_loss(self, logits: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
         focal = sigmoid_focal_loss(logits, positive.to(logits.dtype), self.alpha, self.gamma)
         return (focal * (positive | negative)).sum()
+
+
+__all__ = ["FocalMultiBoxLoss", "MultiBoxLoss", "hard_negative_mask", "sigmoid_focal_loss"]

@@ -170,3 +170,6 @@ class ATSSMatcher:
             ign_iou = torch.where(ignored[..., None], iou, iou.new_tensor(-1.0)).amax(dim=1)
             matches[(matches == NEGATIVE) & (ign_iou >= self.ignore_iou)] = IGNORED
         return matches
+
+
+__all__ = ["ATSSMatcher", "IGNORED", "IoUMatcher", "NEGATIVE", "pad_boxes", "prior_groups"]

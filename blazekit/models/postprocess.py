@@ -124,3 +124,6 @@ def postprocess_settings(detector: Any, who: str) -> Dict[str, Any]:
     return {"score_thr": float(pp.score_thr), "iou_thr": float(pp.iou_thr),
             "max_det": None if pp.max_det is None else int(pp.max_det),
             "sigmoid_clip": getattr(pp, "sigmoid_clip", None), "blending": type(pp) is WeightedBlending}
+
+
+__all__ = ["NMS", "WeightedBlending", "postprocess_settings", "suppress"]
