@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from blazekit.boxes import box_iou  # noqa: E402
+from blazekit.models.boxes import box_iou  # noqa: E402
 from blazekit.convert import convert_tflite  # noqa: E402
 from blazekit.inference import load_image  # noqa: E402
 from blazekit.models.build import build_detector  # noqa: E402

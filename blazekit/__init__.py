@@ -1,8 +1,8 @@
 """blazekit: trainable BlazeFace.
 
-``import blazekit`` is light on purpose (no torch): every name below loads on first use, and the registries
-import their built-in components on their first lookup (:func:`blazekit.registry.load_builtins`). So a tool
-answers ``--help`` at once and ``tools/wider_eval.py`` runs on numpy/scipy/matplotlib alone.
+``import blazekit`` is light on purpose (no torch): every name below loads on first use, and each registry
+imports the modules of its built-ins on its first lookup (its ``locations``, :class:`blazekit.registry.Registry`).
+So a tool answers ``--help`` at once and ``tools/wider_eval.py`` runs on numpy/scipy/matplotlib alone.
 """
 from __future__ import annotations
 

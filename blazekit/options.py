@@ -267,7 +267,7 @@ def positive_pair(v: Any) -> Optional[str]:
     return None if ok else "2 positive numbers"
 
 
-#: ``model.postprocess`` (:mod:`blazekit.postprocess`, NMS and WeightedBlending)
+#: ``model.postprocess`` (:mod:`blazekit.models.postprocess`, NMS and WeightedBlending)
 POSTPROCESS: Dict[str, Opt] = {
     "score_thr": Opt(number(ge=0, le=1), 0.5, "faces scoring below this are dropped (scores are probabilities)"),
     "iou_thr": Opt(number(ge=0, le=1), 0.3, "boxes overlapping a kept one by more than this are suppressed/blended"),

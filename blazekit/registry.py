@@ -12,7 +12,7 @@ import inspect
 import os
 import re
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from .errors import UserError, close_matches
 
@@ -94,47 +94,42 @@ def _locate(path: str) -> Any:
     return obj
 
 
-#: modules whose import registers the built-in components. They are imported on the first lookup in any
-#: registry (not by ``import blazekit``), so tools parse their arguments without importing torch.
-BUILTIN_MODULES = (
-    "blazekit.anchors", "blazekit.coder", "blazekit.matcher", "blazekit.losses", "blazekit.postprocess",
-    "blazekit.models.build", "blazekit.data",  # models.build imports every model part (full range too)
-    "blazekit.engine.optim",
-)
-_builtins_state = "absent"  # -> "loading" -> "loaded"
-
-
-def load_builtins() -> None:
-    """Import :data:`BUILTIN_MODULES` once (their decorators fill the registries); later calls do nothing."""
-    global _builtins_state
-    if _builtins_state != "absent":  # "loading": a built-in module looks something up while being imported
-        return
-    _builtins_state = "loading"
-    try:
-        for name in BUILTIN_MODULES:
-            importlib.import_module(name)
-    except BaseException:
-        _builtins_state = "absent"
-        raise
-    _builtins_state = "loaded"
-
-
 class Registry:
     """A named mapping from type names to classes or factory functions.
 
-    Registering never imports anything; every lookup (``get``, ``build``, ``names``, ``in``, ``len``) first
-    makes sure the built-ins are registered (:func:`load_builtins`).
+    ``locations`` (mmengine style) names the modules whose import registers this registry's built-ins. They are
+    strings, imported on the first lookup (``get``, ``build``, ``names``, ``in``, ``len``) and not before, so
+    ``import blazekit`` and the tools' ``--help`` stay free of torch, and a lookup imports only what its registry
+    holds. Registering imports nothing, except that ``force=True`` imports the locations first, so the replacement
+    of a built-in is not itself replaced when the built-ins load later.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, locations: Sequence[str] = ()) -> None:
         self.name = name
+        self.locations: Tuple[str, ...] = tuple(locations)
         self._items: Dict[str, Callable[..., Any]] = {}
+        self._imported = "absent"  # -> "loading" -> "loaded"
+
+    def import_from_location(self) -> None:
+        """Import :attr:`locations` once (their decorators fill this registry); later calls do nothing."""
+        if self._imported != "absent":  # "loading": a location looks this registry up while being imported
+            return
+        self._imported = "loading"
+        try:
+            for name in self.locations:
+                importlib.import_module(name)
+        except BaseException:
+            self._imported = "absent"
+            raise
+        self._imported = "loaded"
 
     def register(self, name: Optional[str] = None, *, force: bool = False) -> Callable[[T], T]:
         """Decorator: ``@BACKBONES.register()`` or ``@BACKBONES.register("MyName")``."""
 
         def deco(obj: T) -> T:
             key = name or obj.__name__  # type: ignore[attr-defined]
+            if force:
+                self.import_from_location()
             if key in self._items and self._items[key] is not obj and not force:
                 old = self._items[key]
                 # Re-importing the same module (e.g. in a worker or via a second path) is harmless.
@@ -157,15 +152,15 @@ class Registry:
 
     def names(self) -> List[str]:
         """Registered names, sorted (what error messages list)."""
-        load_builtins()
+        self.import_from_location()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
-        load_builtins()
+        self.import_from_location()
         return name in self._items
 
     def __len__(self) -> int:
-        load_builtins()
+        self.import_from_location()
         return len(self._items)
 
     def __repr__(self) -> str:
@@ -173,7 +168,7 @@ class Registry:
 
     def get(self, name: str, where: str = "") -> Callable[..., Any]:
         """The registered object, or a ``"pkg.module:Class"`` path resolved by import."""
-        load_builtins()
+        self.import_from_location()
         if name in self._items:
             return self._items[name]
         if ":" in name:
@@ -288,19 +283,23 @@ def build(registry: Registry, cfg: Mapping[str, Any], where: str = "", **default
         ) from exc
 
 
-BACKBONES = Registry("backbones")
-NECKS = Registry("necks")
-HEADS = Registry("heads")
-ANCHOR_GENERATORS = Registry("anchor_generators")
-BOX_CODERS = Registry("box_coders")
-MATCHERS = Registry("matchers")
-LOSSES = Registry("losses")
-POSTPROCESSORS = Registry("postprocessors")
-DETECTORS = Registry("detectors")
-DATASETS = Registry("datasets")
-TRANSFORMS = Registry("transforms")
-OPTIMIZERS = Registry("optimizers")
-LR_SCHEDULERS = Registry("lr_schedulers")
+# Each registry with the modules that hold its built-ins (tests/test_registry.py checks that every module
+# registering into a registry is named here).
+BACKBONES = Registry("backbones", locations=["blazekit.models.backbones", "blazekit.models.full_range"])
+NECKS = Registry("necks", locations=["blazekit.models.full_range"])
+HEADS = Registry("heads", locations=["blazekit.models.heads", "blazekit.models.full_range"])
+ANCHOR_GENERATORS = Registry("anchor_generators", locations=["blazekit.models.anchors"])
+BOX_CODERS = Registry("box_coders", locations=["blazekit.models.coder"])
+MATCHERS = Registry("matchers", locations=["blazekit.models.matcher"])
+LOSSES = Registry("losses", locations=["blazekit.models.losses"])
+POSTPROCESSORS = Registry("postprocessors", locations=["blazekit.models.postprocess"])
+DETECTORS = Registry("detectors", locations=["blazekit.models.build"])
+DATASETS = Registry("datasets", locations=[
+    "blazekit.data.datasets.widerface", "blazekit.data.datasets.coco", "blazekit.data.datasets.yolo",
+    "blazekit.data.datasets.folder", "blazekit.data.datasets.concat", "blazekit.data.mosaic"])
+TRANSFORMS = Registry("transforms", locations=["blazekit.data.transforms"])
+OPTIMIZERS = Registry("optimizers", locations=["blazekit.engine.optim"])
+LR_SCHEDULERS = Registry("lr_schedulers", locations=["blazekit.engine.optim"])
 
 ALL_REGISTRIES = {
     r.name: r

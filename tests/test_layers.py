@@ -19,6 +19,8 @@ PKG = REPO / "blazekit"
 BOTTOM = {"blazekit.errors": set(), "blazekit.registry": {"blazekit.errors"},
           "blazekit.options": {"blazekit.errors", "blazekit.registry"},
           "blazekit.config": {"blazekit.errors", "blazekit.registry", "blazekit.options"}}
+#: detection parts moved beside the models (issue #20 item 5); their old paths stay as re-export shims
+MOVED_TO_MODELS = ("anchors", "boxes", "coder", "losses", "matcher", "postprocess")
 #: circles still to remove, by the issue #20 item that removes them (item 4: the build_detector shim in detector.py)
 KNOWN_CIRCLES: List[Set[str]] = []  # none since issue #20 item 4
 #: the tests of the package as a whole: the only test files at the top of tests/
@@ -252,3 +254,57 @@ def test_no_function_is_longer_than_80_lines():
                     if n > MAX_FUNCTION_LINES:
                         long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({n} lines)")
     assert long == []
+
+
+def _public_top_level_names(path: Path) -> List[str]:
+    """Classes, functions and constants a module defines at top level, without a leading underscore."""
+    names: List[str] = []
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return [n for n in names if not n.startswith("_")]
+
+
+@pytest.mark.parametrize("name", MOVED_TO_MODELS)
+def test_old_module_path_is_a_shim_of_the_models_module(name):
+    """``blazekit.<name>`` gives the very objects of ``blazekit.models.<name>`` and defines nothing itself (so
+    importing it registers nothing a second time)."""
+    import importlib
+
+    old = importlib.import_module(f"blazekit.{name}")
+    new = importlib.import_module(f"blazekit.models.{name}")
+    public = _public_top_level_names(PKG / "models" / f"{name}.py")
+    assert set(new.__all__) <= set(public) and public
+    for attr in public:
+        assert getattr(old, attr) is getattr(new, attr), f"blazekit.{name}.{attr}"
+    assert old.__all__ == new.__all__
+    tree = ast.parse((PKG / f"{name}.py").read_text(encoding="utf-8"))
+    assert ast.get_docstring(tree).startswith(f"Moved to :mod:`blazekit.models.{name}`")
+    assert all(isinstance(n, ast.ImportFrom) for n in tree.body[1:])
+
+
+def test_no_module_of_the_package_imports_an_old_path():
+    """The shims are for users' imports; blazekit itself imports the parts from models/."""
+    shims = {f"blazekit.{n}" for n in MOVED_TO_MODELS}
+    graph = import_graph()
+    for mod, imported in graph.items():
+        if mod not in shims:
+            assert not imported & shims, f"{mod} imports {sorted(imported & shims)}"
+
+
+def test_old_paths_keep_registered_classes_and_pickles():
+    import pickle
+
+    import blazekit.anchors
+    import blazekit.postprocess
+    from blazekit.models.matcher import IoUMatcher
+    from blazekit.registry import ANCHOR_GENERATORS, POSTPROCESSORS
+
+    assert ANCHOR_GENERATORS.get("SSDAnchorGenerator") is blazekit.anchors.SSDAnchorGenerator
+    assert POSTPROCESSORS.get("NMS") is blazekit.postprocess.NMS
+    # a pickle written when the class lived at the old path (protocol 0 GLOBAL opcode) loads the moved class
+    assert pickle.loads(b"cblazekit.matcher\nIoUMatcher\n.") is IoUMatcher
+

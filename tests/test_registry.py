@@ -134,3 +134,108 @@ def test_kwargs_forwarding_class_error_lists_base_arguments():
     assert msg.startswith("data.train.dataset: building MyFaces failed")
     assert "(did you mean 'min_size'?)" in msg
     assert "Accepted arguments: root, split, transforms, min_size, on_bad_sample" in msg
+
+
+def _registering_modules():
+    """registry variable name -> the blazekit modules that call ``NAME.register(...)`` or ``NAME.add(...)``."""
+    import ast
+    from pathlib import Path
+
+    from blazekit import registry
+
+    names = {k for k, v in vars(registry).items() if isinstance(v, Registry)}
+    pkg = Path(registry.__file__).parent
+    found = {k: set() for k in names}
+    for path in pkg.rglob("*.py"):
+        parts = path.relative_to(pkg.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("register", "add") and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id in names):
+                found[node.func.value.id].add(module)
+    return found
+
+
+def test_every_registering_module_is_a_location_of_its_registry():
+    """The locations are exactly the modules that register into the registry: none missed, none stale."""
+    from blazekit import registry
+
+    for var, modules in _registering_modules().items():
+        reg = getattr(registry, var)
+        assert modules, f"no module registers into {var}"
+        assert set(reg.locations) == modules, f"{var}.locations {sorted(reg.locations)} vs registering {sorted(modules)}"
+
+
+# For every registry, a forked child of a process that imported only the third-party libraries (paid once) lists
+# the registry's names; the parent then imports everything and lists them again.
+_ONE_LOOKUP_EACH = """
+import json, os, sys
+import numpy, torch, torchvision, cv2  # noqa: F401
+from blazekit import registry
+out = {}
+for name, reg in registry.ALL_REGISTRIES.items():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        names = reg.names()
+        os.write(w, json.dumps([names, sorted(m for m in sys.modules if m.startswith("blazekit"))]).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out[name] = json.loads(f.read())
+    os.waitpid(pid, 0)
+for reg in registry.ALL_REGISTRIES.values():
+    for location in reg.locations:
+        __import__(location)
+print(json.dumps({k: [out[k], reg.names()] for k, reg in registry.ALL_REGISTRIES.items()}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_each_registry_finds_its_builtins_through_its_own_locations():
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from blazekit.registry import ALL_REGISTRIES
+
+    repo = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-c", _ONE_LOOKUP_EACH], capture_output=True, text=True, cwd=repo,
+                       env={**os.environ, "PYTHONPATH": str(repo)}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(result) == set(ALL_REGISTRIES)
+    for name, ((names, modules), all_names) in result.items():
+        assert names and names == all_names, f"{name}: own locations give {names}, everything loaded {all_names}"
+        assert set(ALL_REGISTRIES[name].locations) <= set(modules)
+        # a lookup stays in its registry's layer: model parts import no data or engine, data no models or engine...
+        home = {loc.split(".")[1] for loc in ALL_REGISTRIES[name].locations}
+        layers = {m.split(".")[1] for m in modules if m.count(".") and m.split(".")[1] in ("models", "data", "engine")}
+        assert layers == home, f"{name}: looking it up imported {sorted(layers - home)}"
+    assert result["anchor_generators"][0][1] == ["blazekit", "blazekit.errors", "blazekit.models",
+                                                 "blazekit.models.anchors", "blazekit.registry"]
+
+
+def test_force_replaces_a_builtin_for_good(tmp_path, monkeypatch):
+    """``force=True`` loads the built-ins first, so a replacement is not undone when they load on the next lookup."""
+    (tmp_path / "reg_home_mod.py").write_text(
+        "from blazekit.registry import Registry\nTHINGS = Registry('things', locations=['reg_builtin_mod'])\n")
+    (tmp_path / "reg_builtin_mod.py").write_text(
+        "from reg_home_mod import THINGS\n\n@THINGS.register()\nclass Builtin:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        from reg_home_mod import THINGS
+
+        assert "reg_builtin_mod" not in sys.modules  # making a registry imports nothing
+
+        @THINGS.register("Builtin", force=True)
+        class Mine:
+            pass
+
+        assert THINGS.get("Builtin") is Mine and THINGS.names() == ["Builtin"]
+    finally:
+        sys.modules.pop("reg_home_mod", None)
+        sys.modules.pop("reg_builtin_mod", None)

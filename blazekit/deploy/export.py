@@ -3,7 +3,7 @@
 :func:`export_onnx` writes a model with a dynamic batch axis. Outputs are MediaPipe's raw tensors
 ``regressors [B, A, 4+2K]`` and ``classificators [B, A, 1]`` by default, so any MediaPipe-style decoder works
 on them; ``with_postprocess=True`` puts decoding, the score threshold and NMS (or MediaPipe's weighted
-blending, :func:`blazekit.postprocess.suppress`, the same code as ``detector.predict``) inside the graph and
+blending, :func:`blazekit.models.postprocess.suppress`, the same code as ``detector.predict``) inside the graph and
 outputs the detections of the whole batch as ``boxes [N, 4]`` (xyxy, network-input pixels), ``scores [N]``,
 ``keypoints [N, K, 2]`` and ``batch_index [N]`` (int64, which image each row belongs to).
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..postprocess import postprocess_settings, suppress
+from ..models.postprocess import postprocess_settings, suppress
 from . import channel_align
 from .fuse import fuse_bn
 

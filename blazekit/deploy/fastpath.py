@@ -6,7 +6,7 @@ is done in numpy:
 
 - :class:`LeanPostprocessor` thresholds the *logits* first (``p >= t`` iff ``logit >= log(t / (1 - t))``),
   so only the few anchors that can pass are decoded, then runs MediaPipe's weighted blending (or
-  hard NMS) in numpy -- the one numpy copy of :func:`blazekit.postprocess.suppress`, kept because this path
+  hard NMS) in numpy -- the one numpy copy of :func:`blazekit.models.postprocess.suppress`, kept because this path
   runs without torch ops;
 - :class:`FastDetector` puts it and :class:`~blazekit.deploy.runtime.LeanPreprocessor` around onnxruntime on
   the raw ONNX export (or any callable).
@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..postprocess import postprocess_settings
+from ..models.postprocess import postprocess_settings
 from ..preprocess import LetterboxInfo
 from .export import export_onnx
 from .runtime import LeanPreprocessor, onnx_session, preprocessor_for
@@ -33,8 +33,9 @@ RawRunner = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one xyxy box with boxes [M, 4]; 0 when the union is empty, flipped boxes empty.
 
-    A numpy copy of :func:`blazekit.boxes.box_iou` on purpose: this path runs without torch ops. Areas in float64:
-    the squares of finite float32 coordinates always fit (a diverged model's 1e20 px boxes overflowed float32)."""
+    A numpy copy of :func:`blazekit.models.boxes.box_iou` on purpose: this path runs without torch ops. Areas in
+    float64: the squares of finite float32 coordinates always fit (a diverged model's 1e20 px boxes overflowed
+    float32)."""
     box, boxes = np.asarray(box, np.float64), np.asarray(boxes, np.float64)
     lt = np.maximum(box[:2], boxes[:, :2])
     rb = np.minimum(box[2:], boxes[:, 2:])

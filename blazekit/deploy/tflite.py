@@ -84,9 +84,9 @@ def template_for(detector: nn.Module) -> Dict[str, Any]:
 def mediapipe_differences(detector: nn.Module, template: Dict[str, Any]) -> List[str]:
     """What ``detector`` does differently from what MediaPipe's graph and calculators hard-code (empty = none)."""
     from ..checkpoint import architecture_diff
-    from ..coder import MediaPipeCoder
     from ..convert.checkpoints import default_model_cfg
     from ..convert.mapping import build_target
+    from ..models.coder import MediaPipeCoder
 
     ref_cfg = default_model_cfg(template["variant"])
     ref = build_target(ref_cfg)

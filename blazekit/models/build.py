@@ -3,7 +3,7 @@
 The one place that knows both the config schema and :class:`~blazekit.models.detector.BlazeFace`'s parts. The
 head's sizes are derived here (``in_channels`` from the backbone or neck, ``num_anchors`` from the anchor
 generator) so they can never disagree with the rest of the config. Importing this module registers the
-built-in parts and the ``BlazeFace`` entry of ``DETECTORS``.
+``BlazeFace`` entry of ``DETECTORS``; the parts' registries import their own modules on first lookup.
 """
 from __future__ import annotations
 
@@ -14,14 +14,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .. import anchors as _anchors, coder as _coder, losses as _losses, matcher as _matcher  # noqa: F401
-from .. import postprocess as _postprocess  # noqa: F401  (the imports above and here register the built-ins)
 from .. import config as config_lib, options
 from ..checkpoint import (CheckpointError, architecture_diff, compare_weights, load_checkpoint, load_model_weights,
                           misfit_lines)
 from ..registry import (ANCHOR_GENERATORS, BACKBONES, BOX_CODERS, DETECTORS, HEADS, LOSSES, MATCHERS, NECKS,
                         POSTPROCESSORS)
-from . import backbones as _backbones, full_range as _full_range, heads as _heads  # noqa: F401
 from .detector import DEFAULT_PARTS, DEFAULT_PREPROCESS, BlazeFace, as_size, check_levels
 
 PathLike = Union[str, os.PathLike]

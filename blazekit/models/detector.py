@@ -15,12 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from .. import options
-from ..coder import MediaPipeCoder
 from ..errors import UserError
-from ..losses import MultiBoxLoss
-from ..matcher import IoUMatcher
-from ..postprocess import WeightedBlending
 from ..preprocess import letterbox, normalize
+from .coder import MediaPipeCoder
+from .losses import MultiBoxLoss
+from .matcher import IoUMatcher
+from .postprocess import WeightedBlending
 from .teacher import TeacherOutputs, score_distillation, teach_anchor_keypoints, teach_targets
 
 Teacher = TeacherOutputs  # the name it had when it lived here
@@ -90,7 +90,7 @@ class BlazeFace(nn.Module):
         backbone: images ``[B, 3, H, W]`` -> feature levels (high resolution first).
         head: feature levels -> ``(regressors [B, A, 4+2K], logits [B, A, 1])``.
         anchor_generator: ``anchors(size)`` / ``priors(size)`` / ``num_anchors_per_level(size)`` /
-            ``strides_per_level()`` (:class:`blazekit.anchors.SSDAnchorGenerator`).
+            ``strides_per_level()`` (:class:`blazekit.models.anchors.SSDAnchorGenerator`).
         coder, matcher, loss, postprocess: None takes the part of :data:`DEFAULT_PARTS`.
         neck: optional module between backbone and head.
         input_size: (H, W) the model is trained at; ``predict`` letterboxes to it by default.

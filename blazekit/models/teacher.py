@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..boxes import box_iou
-from ..matcher import IGNORED, NEGATIVE
+from .boxes import box_iou
+from .matcher import IGNORED, NEGATIVE
 
 Size = Tuple[int, int]
 #: the detector's ``decode(regressors, logits, size)`` -> (boxes [B, A, 4], keypoints [B, A, K, 2], scores [B, A])
