@@ -319,6 +319,13 @@ def test_training_stops_when_finite_weights_give_non_finite_outputs(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- 11. Ctrl-C
+def _interruptible(cmd):
+    """The tool as a child whose Ctrl-C works: a shell's background job (``pytest ... &``) inherits SIGINT ignored,
+    and Python keeps an ignored SIGINT ignored, so the child gets the default action back before it starts."""
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 def _interrupt_when(proc, ready, deadline_s=120):
     """Send SIGINT once ``ready()`` holds; the process must still be running then (else the test proves nothing)."""
     deadline = time.time() + deadline_s
@@ -344,7 +351,7 @@ def test_ctrl_c_in_train_says_what_is_saved_and_how_to_resume(tmp_path):
     cfg = tiny_cfg(tmp_path, dataset={"delay": 0.03}, epochs=3)  # 4 iterations of 4 slow samples per epoch
     work = tmp_path / "w"
     cmd = [sys.executable, "-m", "blazekit", "train", str(cfg), "--work-dir", str(work)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO)
+    proc = _interruptible(cmd)
     seen = []
 
     def in_epoch_2():  # last.pt of epoch 1 is written before epoch 2's first step is logged
@@ -376,7 +383,7 @@ def test_ctrl_c_in_predict_says_how_many_results_are_written(tmp_path):
         cv2.imwrite(str(src / f"{i:03d}.png"), small)
     cmd = [sys.executable, "-m", "blazekit", "predict", str(QUICKSTART), "--weights", W, str(src), "--out", str(out),
            "--batch-size", "1", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO)
+    proc = _interruptible(cmd)
     _, err = _interrupt_when(proc, lambda: any(out.glob("*.json")))
     assert proc.returncode == 130, err[-3000:]
     line = _interrupted(err)
