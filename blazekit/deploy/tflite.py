@@ -388,7 +388,7 @@ def export_tflite(detector: nn.Module, out: PathLike, precision: str = "fp16", d
         lost = _outside_layout(flat, t, array)
         if lost:
             to_densify[t] = f"{role} ({flat.name(t)!r}: {lost} non-zero weights where the sparse layout has none)"
-    if to_densify and not densify:
+    if to_densify and not densify and precision == "fp16":  # fp32 stores every tensor dense anyway
         raise TFLiteExportError(f"{len(to_densify)} of the {sparse_total} sparse weight tensors of {where} are no "
                                 f"longer sparse, e.g. {next(iter(to_densify.values()))}; pass --densify to store "
                                 "them dense (the file grows)")

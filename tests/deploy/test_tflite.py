@@ -271,6 +271,10 @@ def test_full_range_weights_that_left_the_sparse_layout(tmp_path):
     lite_reg, lite_logits = _litert(done.path, x)
     assert np.abs(lite_reg - reg).max() <= 2e-3 * np.abs(reg).max()
     assert np.abs(lite_logits - logits).max() <= 2e-3 * np.abs(logits).max()
+    fp32 = export_tflite(det, tmp_path / "fp32.tflite", precision="fp32")  # dense anyway: no --densify needed
+    assert fp32.sparse_kept == 0
+    lite_reg, lite_logits = _litert(fp32.path, x)
+    assert np.abs(lite_reg - reg).max() <= 1e-5 * np.abs(reg).max()
 
 
 def test_keep_sparsity_fine_tune_exports_in_mediapipes_sparse_layout(tmp_path, monkeypatch):
